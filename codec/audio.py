@@ -80,26 +80,39 @@ def _read_with_soundfile(path: Path) -> Audio:
     return Audio(wav=torch.from_numpy(np.ascontiguousarray(data.T)), sample_rate=int(rate))
 
 
-def _read_with_ffmpeg(path: Path, soundfile_error: str) -> Audio:
-    ffmpeg, ffprobe = shutil.which("ffmpeg"), shutil.which("ffprobe")
-    if ffmpeg is None or ffprobe is None:
+def _probe_with_ffmpeg(path: Path, soundfile_error: str) -> tuple[int, int, float]:
+    """(sample rate, channels, duration in seconds) of the first audio stream, by ffprobe."""
+    ffprobe = shutil.which("ffprobe")
+    if shutil.which("ffmpeg") is None or ffprobe is None:
         raise AudioError(
             f"{path}: cannot read it ({soundfile_error}); install ffmpeg to read formats libsndfile does not support"
         )
     probe = subprocess.run(
-        [ffprobe, "-v", "error", "-select_streams", "a:0", "-show_entries", "stream=sample_rate,channels",
-         "-of", "json", str(path)],
+        [ffprobe, "-v", "error", "-select_streams", "a:0",
+         "-show_entries", "stream=sample_rate,channels,duration:format=duration", "-of", "json", str(path)],
         capture_output=True, text=True, check=False,
     )
-    streams = json.loads(probe.stdout or "{}").get("streams", []) if probe.returncode == 0 else []
-    if not streams:
+    found = json.loads(probe.stdout or "{}") if probe.returncode == 0 else {}
+    streams = found.get("streams", [])
+    if not streams or "sample_rate" not in streams[0]:
         raise AudioError(f"{path}: not a readable audio file (neither libsndfile nor ffmpeg can decode it)")
-    rate, channels = int(streams[0]["sample_rate"]), int(streams[0]["channels"])
-    decoded = subprocess.run(
-        [ffmpeg, "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0", "-f", "f32le", "-acodec", "pcm_f32le",
-         "-ac", str(channels), "-ar", str(rate), "-"],
-        capture_output=True, check=False,
-    )
+    duration = streams[0].get("duration", found.get("format", {}).get("duration", 0))
+    try:
+        seconds = float(duration)
+    except ValueError:
+        seconds = 0.0
+    return int(streams[0]["sample_rate"]), int(streams[0]["channels"]), seconds
+
+
+def _ffmpeg_decode_command(path: Path, rate: int, channels: int) -> list[str]:
+    """ffmpeg decoding the first audio stream to interleaved float32 on stdout, at its own rate and channels."""
+    return [shutil.which("ffmpeg") or "ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0",
+            "-f", "f32le", "-acodec", "pcm_f32le", "-ac", str(channels), "-ar", str(rate), "-"]
+
+
+def _read_with_ffmpeg(path: Path, soundfile_error: str) -> Audio:
+    rate, channels, _ = _probe_with_ffmpeg(path, soundfile_error)
+    decoded = subprocess.run(_ffmpeg_decode_command(path, rate, channels), capture_output=True, check=False)
     if decoded.returncode != 0:
         raise AudioError(f"{path}: ffmpeg cannot decode it ({_one_line(decoded.stderr.decode(errors='replace'))})")
     samples = np.frombuffer(decoded.stdout, dtype="<f4")
@@ -127,6 +140,97 @@ def read_audio(path: PathLike) -> Audio:
     if bad:
         raise AudioError(f"{path}: contains {bad} NaN or Inf samples")
     return audio
+
+
+@dataclass
+class AudioInfo:
+    """What an audio file holds, read from its header (no decoding).
+
+    Args:
+        sample_rate: samples per second (Hz).
+        channels: channel count.
+        num_samples: samples per channel; for compressed formats an estimate from the header.
+    """
+
+    sample_rate: int
+    channels: int
+    num_samples: int
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return self.num_samples / self.sample_rate
+
+
+def audio_info(path: PathLike) -> AudioInfo:
+    """Rate, channels and length of an audio file without decoding it (ffprobe for formats libsndfile lacks)."""
+    path = Path(path)
+    _check_input_path(path)
+    try:
+        info = sf.info(str(path))
+        return AudioInfo(sample_rate=int(info.samplerate), channels=int(info.channels), num_samples=int(info.frames))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+        rate, channels, seconds = _probe_with_ffmpeg(path, _one_line(error))
+        return AudioInfo(sample_rate=rate, channels=channels, num_samples=int(round(seconds * rate)))
+
+
+def stream_audio(path: PathLike, block_samples: int) -> Iterator[torch.Tensor]:
+    """Read an audio file in consecutive blocks `[C, block_samples]` (the last may be shorter), in bounded memory.
+
+    Same formats, fallback and checks as `read_audio`: a missing or unreadable file raises `AudioError` at once,
+    NaN/Inf samples at the block that holds them, an empty file when iteration ends without a block. Use
+    `audio_info` for the rate and channel count.
+    """
+    if block_samples <= 0:
+        raise AudioError(f"block size must be positive, got {block_samples}")
+    path = Path(path)
+    _check_input_path(path)
+    try:
+        blocks = _stream_with_soundfile(sf.SoundFile(str(path)), block_samples)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+        rate, channels, _ = _probe_with_ffmpeg(path, _one_line(error))
+        blocks = _stream_with_ffmpeg(path, rate, channels, block_samples)
+    return _checked_blocks(path, blocks)
+
+
+def _checked_blocks(path: Path, blocks: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
+    offset = 0
+    for block in blocks:
+        bad = int((~torch.isfinite(block)).sum())
+        if bad:
+            raise AudioError(f"{path}: contains {bad} NaN or Inf samples in the block at sample {offset}")
+        offset += block.shape[1]
+        yield block
+    if offset == 0:
+        raise AudioError(f"{path}: contains no samples")
+
+
+def _stream_with_soundfile(handle: sf.SoundFile, block_samples: int) -> Iterator[torch.Tensor]:
+    with handle:
+        for block in handle.blocks(blocksize=block_samples, dtype="float32", always_2d=True):  # [s, C]
+            yield torch.from_numpy(np.ascontiguousarray(block.T))
+
+
+def _stream_with_ffmpeg(path: Path, rate: int, channels: int, block_samples: int) -> Iterator[torch.Tensor]:
+    command = _ffmpeg_decode_command(path, rate, channels)
+    # stderr goes to a file: a pipe nobody reads could fill up on a badly corrupted stream and stall ffmpeg
+    with (
+        tempfile.TemporaryFile() as errors,
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors) as process,
+    ):
+        block_bytes = block_samples * channels * 4
+        try:
+            while chunk := process.stdout.read(block_bytes):
+                samples = np.frombuffer(chunk, dtype="<f4")
+                samples = samples[: len(samples) // channels * channels].reshape(-1, channels)  # [s, C]
+                yield torch.from_numpy(np.ascontiguousarray(samples.T))
+            if process.wait() != 0:
+                errors.seek(0)
+                message = _one_line(errors.read().decode(errors="replace"))
+                raise AudioError(f"{path}: ffmpeg cannot decode it ({message})")
+        finally:
+            if process.poll() is None:  # the caller stopped early
+                process.kill()
 
 
 def convert_audio(wav: torch.Tensor, from_rate: int, to_rate: int, to_channels: int) -> torch.Tensor:

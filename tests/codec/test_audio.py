@@ -13,7 +13,16 @@ import soundfile as sf
 import torch
 
 from codec import audio as audio_module
-from codec.audio import Audio, atomic_output, convert_audio, load_for_model, read_audio, write_audio
+from codec.audio import (
+    Audio,
+    atomic_output,
+    audio_info,
+    convert_audio,
+    load_for_model,
+    read_audio,
+    stream_audio,
+    write_audio,
+)
 from codec.errors import AudioError, CodecError
 
 RATE = 16000
@@ -93,14 +102,22 @@ def test_reads_mp3_made_by_lame(tmp_path: Path) -> None:
     assert abs(audio.duration - 1.0) < 0.1
 
 
-@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
-def test_ffmpeg_fallback_reads_containers_libsndfile_cannot(tmp_path: Path) -> None:
-    path = tmp_path / "clip.m4a"  # AAC in MP4: not readable by libsndfile
+@pytest.fixture
+def m4a(tmp_path: Path) -> Path:
+    """One second of a 440 Hz tone, stereo 22.05 kHz AAC in MP4 (a container libsndfile cannot read)."""
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is not installed")
+    path = tmp_path / "clip.m4a"
     subprocess.run(
         ["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=22050:duration=1",
          "-ac", "2", "-c:a", "aac", str(path)],
         check=True,
     )
+    return path
+
+
+def test_ffmpeg_fallback_reads_containers_libsndfile_cannot(m4a: Path) -> None:
+    path = m4a
     with pytest.raises(sf.LibsndfileError):
         sf.read(str(path))
     audio = read_audio(path)
@@ -116,6 +133,48 @@ def test_without_ffmpeg_the_error_says_to_install_it(tmp_path: Path, monkeypatch
     with pytest.raises(AudioError, match="install ffmpeg") as error:
         read_audio(path)
     assert_one_line_error(error, path)
+
+
+# --- audio_info and stream_audio ----------------------------------------------------------------------------------
+
+def test_stream_audio_blocks_concatenate_to_the_file(tmp_path: Path) -> None:
+    wav = tone(2, seconds=0.5)
+    path = write_audio(tmp_path / "x.flac", wav, RATE)
+    info = audio_info(path)
+    assert (info.sample_rate, info.channels, info.num_samples) == (RATE, 2, 8000)
+    assert info.duration == pytest.approx(0.5)
+    blocks = list(stream_audio(path, block_samples=3000))
+    assert [b.shape for b in blocks] == [(2, 3000), (2, 3000), (2, 2000)]
+    assert torch.equal(torch.cat(blocks, dim=1), read_audio(path).wav)
+
+
+def test_stream_audio_through_ffmpeg(m4a: Path) -> None:
+    info = audio_info(m4a)
+    assert (info.sample_rate, info.channels) == (22050, 2) and abs(info.duration - 1.0) < 0.1
+    blocks = list(stream_audio(m4a, block_samples=4096))
+    assert all(b.shape == (2, 4096) for b in blocks[:-1]) and 0 < blocks[-1].shape[1] <= 4096
+    assert torch.equal(torch.cat(blocks, dim=1), read_audio(m4a).wav)
+    first = next(iter(stream_audio(m4a, block_samples=100)))  # stopping early must not hang or leak ffmpeg
+    assert first.shape == (2, 100)
+
+
+def test_stream_audio_errors(tmp_path: Path) -> None:
+    with pytest.raises(AudioError, match="no such file"):
+        stream_audio(tmp_path / "absent.wav", 100)  # at once, before iterating
+    with pytest.raises(AudioError, match="no such file"):
+        audio_info(tmp_path / "absent.wav")
+    empty = tmp_path / "empty.wav"
+    sf.write(str(empty), np.zeros((0, 1), dtype=np.float32), RATE)
+    with pytest.raises(AudioError, match="no samples"):
+        list(stream_audio(empty, 100))
+    bad = tmp_path / "bad.wav"
+    data = np.zeros((1000, 1), dtype=np.float32)
+    data[950] = np.nan
+    sf.write(str(bad), data, RATE, subtype="FLOAT")
+    blocks = stream_audio(bad, 500)
+    assert next(blocks).shape == (1, 500)
+    with pytest.raises(AudioError, match="1 NaN or Inf samples in the block at sample 500"):
+        next(blocks)
 
 
 # --- read errors -------------------------------------------------------------------------------------------------
