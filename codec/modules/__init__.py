@@ -1,0 +1,19 @@
+"""Building blocks of SEANet codecs (EnCodec): padded convolutions, the skip LSTM, encoder and decoder."""
+
+from .conv import SConv1d, SConvTranspose1d, extra_padding_for_conv1d, fold_weight_norm, pad1d, unpad1d
+from .lstm import SLSTM
+from .seanet import SEANetConfig, SEANetDecoder, SEANetEncoder, SEANetResnetBlock
+
+__all__ = [
+    "SConv1d",
+    "SConvTranspose1d",
+    "SEANetConfig",
+    "SEANetDecoder",
+    "SEANetEncoder",
+    "SEANetResnetBlock",
+    "SLSTM",
+    "extra_padding_for_conv1d",
+    "fold_weight_norm",
+    "pad1d",
+    "unpad1d",
+]

@@ -1,0 +1,174 @@
+"""1-d convolutions that pad themselves (causal or centred) and carry their normalisation, as in EnCodec.
+
+Padding follows Meta's `SConv1d`/`SConvTranspose1d` exactly, because codes depend on it: `padding_total =
+(kernel - 1) * dilation - (stride - 1)` samples go on the left (causal) or are split with the extra one on the left
+(non-causal); then the right is padded just enough that the last window is full, so `ceil(S / stride)` frames come
+out. Reflect padding of an input shorter than the pad first appends zeros, as Meta's `pad1d` does.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrizations, parametrize
+
+NORMS = ("none", "weight_norm", "time_group_norm")
+
+
+def extra_padding_for_conv1d(length: int, kernel_size: int, stride: int, padding_total: int = 0) -> int:
+    """Right padding that makes the last window of a strided convolution over `length` samples full."""
+    n_frames = (length - kernel_size + padding_total) / stride + 1
+    ideal_length = (math.ceil(n_frames) - 1) * stride + (kernel_size - padding_total)
+    return ideal_length - length
+
+
+def pad1d(x: torch.Tensor, paddings: tuple[int, int], mode: str = "zeros", value: float = 0.0) -> torch.Tensor:
+    """Pad the last axis of `x` [..., S]; `mode` "reflect" works on inputs shorter than the pad (zeros go first)."""
+    left, right = paddings
+    if mode != "reflect":
+        return F.pad(x, (left, right), "constant", value)
+    length = x.shape[-1]
+    widest = max(left, right)
+    appended = 0
+    if length <= widest:  # reflect needs more samples than the pad: append zeros first, drop them after
+        appended = widest - length + 1
+        x = F.pad(x, (0, appended))
+    padded = F.pad(x, (left, right), "reflect")
+    return padded[..., : padded.shape[-1] - appended]
+
+
+def unpad1d(x: torch.Tensor, paddings: tuple[int, int]) -> torch.Tensor:
+    """Remove `paddings` (left, right) samples from the last axis of `x` [..., S]."""
+    left, right = paddings
+    return x[..., left : x.shape[-1] - right]
+
+
+def _norm_module(norm: str, channels: int, causal: bool) -> nn.Module:
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    if norm == "time_group_norm":
+        if causal:
+            raise ValueError("time_group_norm normalises over the whole signal and cannot be causal")
+        return nn.GroupNorm(1, channels)
+    return nn.Identity()
+
+
+class SConv1d(nn.Module):
+    """Conv1d over `[B, C, S]` that pads its input itself; output `[B, out_channels, ceil(S / stride)]`.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels.
+        kernel_size: kernel width.
+        stride: hop between windows.
+        dilation: kernel dilation.
+        bias: add a learned bias.
+        causal: put all the padding on the left (output t sees inputs up to its window's end only).
+        norm: "none", "weight_norm" (a parametrisation that `fold_weight_norm` removes) or "time_group_norm".
+        pad_mode: "reflect" (EnCodec) or "zeros".
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        dilation: int = 1,
+        bias: bool = True,
+        causal: bool = False,
+        norm: str = "none",
+        pad_mode: str = "reflect",
+    ):
+        super().__init__()
+        conv = nn.Conv1d(in_channels, out_channels, kernel_size, stride, dilation=dilation, bias=bias)
+        self.conv = parametrizations.weight_norm(conv) if norm == "weight_norm" else conv
+        self.norm = _norm_module(norm, out_channels, causal)
+        self.causal = causal
+        self.pad_mode = pad_mode
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.dilation = dilation
+
+    @property
+    def padding_total(self) -> int:
+        return (self.kernel_size - 1) * self.dilation - (self.stride - 1)
+
+    @property
+    def effective_kernel_size(self) -> int:
+        return (self.kernel_size - 1) * self.dilation + 1
+
+    def paddings(self, length: int) -> tuple[int, int]:
+        """(left, right) padding applied to an input of `length` samples."""
+        total = self.padding_total
+        extra = extra_padding_for_conv1d(length, self.effective_kernel_size, self.stride, total)
+        if self.causal:
+            return total, extra
+        right = total // 2
+        return total - right, right + extra
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x is [B, C, S]
+        x = pad1d(x, self.paddings(x.shape[-1]), self.pad_mode)
+        return self.norm(self.conv(x))
+
+
+class SConvTranspose1d(nn.Module):
+    """ConvTranspose1d over `[B, C, T]` that trims its own padding; output `[B, out_channels, T * stride]`.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels.
+        kernel_size: kernel width.
+        stride: upsampling factor.
+        causal: trim on the right (by `trim_right_ratio`), else split with the extra sample on the left.
+        norm: "none", "weight_norm" or "time_group_norm".
+        trim_right_ratio: share of the trimmed padding taken from the right when causal.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        causal: bool = False,
+        norm: str = "none",
+        trim_right_ratio: float = 1.0,
+    ):
+        super().__init__()
+        if not causal and trim_right_ratio != 1.0:
+            raise ValueError("trim_right_ratio != 1 only makes sense for causal convolutions")
+        conv = nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride)
+        self.conv = parametrizations.weight_norm(conv) if norm == "weight_norm" else conv
+        self.norm = _norm_module(norm, out_channels, causal)
+        self.causal = causal
+        self.trim_right_ratio = trim_right_ratio
+        self.kernel_size = kernel_size
+        self.stride = stride
+
+    def trims(self) -> tuple[int, int]:
+        """(left, right) samples trimmed from the raw transposed-convolution output."""
+        total = self.kernel_size - self.stride
+        right = math.ceil(total * self.trim_right_ratio) if self.causal else total // 2
+        return total - right, right
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x is [B, C, T]; the raw output is [B, C', (T - 1) * stride + kernel_size]
+        y = self.norm(self.conv(x))
+        return unpad1d(y, self.trims())
+
+
+def fold_weight_norm(module: nn.Module) -> nn.Module:
+    """Replace every weight-norm parametrisation under `module` by its value, once (for inference speed).
+
+    The folded weight is computed by the same `torch._weight_norm(v, g, dim)` call the parametrisation (and Meta's
+    older `weight_norm` hook) runs at every forward, so outputs are bit-identical. Returns `module`.
+    """
+    for sub in module.modules():
+        if parametrize.is_parametrized(sub, "weight"):
+            parametrize.remove_parametrizations(sub, "weight", leave_parametrized=True)
+    return module

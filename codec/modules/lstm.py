@@ -1,0 +1,36 @@
+"""The LSTM at the bottleneck of SEANet, applied to convolutional layout with a skip connection."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class SLSTM(nn.Module):
+    """Unidirectional LSTM over `[B, C, T]` returning `[B, C, T]` (plus the input when `skip`).
+
+    Args:
+        dim: channels C (input and hidden size).
+        num_layers: stacked LSTM layers.
+        skip: add the input to the LSTM output.
+    """
+
+    def __init__(self, dim: int, num_layers: int = 2, skip: bool = True):
+        super().__init__()
+        self.skip = skip
+        self.lstm = nn.LSTM(dim, dim, num_layers)
+
+    def forward(
+        self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        return self.step(x, state)[0]
+
+    def step(
+        self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Run from `state` (h, c), each [num_layers, B, C]; returns the output [B, C, T] and the new state."""
+        x = x.permute(2, 0, 1)  # [T, B, C], the LSTM's layout
+        y, state = self.lstm(x, state)
+        if self.skip:
+            y = y + x
+        return y.permute(1, 2, 0), state
