@@ -128,3 +128,8 @@ def tiny_tokenizer():
 @pytest.fixture
 def tokenizer_factory():
     return make_tiny_tokenizer
+
+
+@pytest.fixture
+def gemma_factory():
+    return make_tiny_gemma

@@ -1,0 +1,49 @@
+"""`audiolm` command line: a thin dispatcher over subcommands, each living in its own module.
+
+Add a subcommand by adding one entry to `COMMANDS`: name -> (module, one-line help). The module defines
+`add_<name>_arguments(parser)` and `run_<name>(args) -> int`. Every `CodecError` becomes `error: <message>` and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from codec.errors import CodecError
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "tokenize": ("audiolm.cli_tokens", "print the audio tokens (strings or ids) an audio file becomes"),
+    "detokenize": ("audiolm.cli_tokens", "turn audio tokens (strings or ids) back into sound"),
+}
+
+
+def _command(name: str, kind: str):
+    module = importlib.import_module(COMMANDS[name][0])
+    return getattr(module, f"{kind}_{name}" if kind == "run" else f"add_{name}_arguments")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="audiolm", description="Audio-token language models: EnCodec codes as tokens of Gemma 3."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (_, help_text) in COMMANDS.items():
+        _command(name, "add")(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_parser().parse_args(argv)
+    try:
+        return int(_command(args.command, "run")(args) or 0)
+    except CodecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
