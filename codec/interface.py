@@ -1,0 +1,98 @@
+"""The `Codec` interface: everything `audiolm` (and the CLI) may rely on from a neural audio codec.
+
+Shapes: waveforms are `[B, C, S]` (batch, channels, samples) at `sample_rate`; codes are `[B, K, T]` (K codebooks,
+T frames at `frame_rate`), integers in `0..cardinality-1`.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+
+from .errors import BandwidthError
+
+
+@dataclass
+class EncodedAudio:
+    """The output of `Codec.encode`.
+
+    Args:
+        codes: `[B, K, T]` int64 codes.
+        scales: `[B, N]` float per-segment scales for models that normalise each segment (EnCodec 48 kHz), else None.
+        segment_frames: frames per segment when `scales` is set (segments are concatenated along T), else None.
+        length: number of waveform samples that were encoded (decode trims to it).
+    """
+
+    codes: torch.Tensor
+    scales: torch.Tensor | None = None
+    segment_frames: int | None = None
+    length: int | None = None
+
+    @property
+    def num_codebooks(self) -> int:
+        return self.codes.shape[1]
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """Which weights a codec was built from: a name users can type and the sha256 of the weights file."""
+
+    name: str
+    sha256: str
+    path: str | None = None
+
+
+class Codec(ABC):
+    """A neural audio codec with residual vector quantisation.
+
+    Implementations set: `sample_rate`, `channels`, `frame_rate`, `cardinality`, `max_codebooks`, `bandwidths`
+    (kbps, ascending) and `weights` (a `WeightsInfo`).
+    """
+
+    sample_rate: int
+    channels: int
+    frame_rate: float
+    cardinality: int = 1024
+    max_codebooks: int
+    bandwidths: tuple[float, ...]
+    weights: WeightsInfo
+
+    @property
+    def name(self) -> str:
+        return self.weights.name
+
+    @property
+    def bits_per_code(self) -> int:
+        return int(math.log2(self.cardinality))
+
+    def codebooks_for(self, bandwidth: float) -> int:
+        """Number of codebooks K used at `bandwidth` kbps; raises `BandwidthError` for one the model does not offer."""
+        if not any(math.isclose(bandwidth, b) for b in self.bandwidths):
+            offered = ", ".join(f"{b:g}" for b in self.bandwidths)
+            raise BandwidthError(f"{self.name} does not offer {bandwidth:g} kbps; choose one of: {offered}")
+        per_codebook = self.frame_rate * self.bits_per_code / 1000  # kbps one codebook costs
+        return max(1, int(round(bandwidth / per_codebook)))
+
+    def bandwidth_for(self, num_codebooks: int) -> float:
+        """Nominal kbps of `num_codebooks` codebooks."""
+        return num_codebooks * self.frame_rate * self.bits_per_code / 1000
+
+    @abstractmethod
+    def encode(self, wav: torch.Tensor, bandwidth: float) -> EncodedAudio:
+        """Encode `wav` `[B, C, S]` (at `sample_rate`, `channels`) into codes `[B, K, T]`."""
+
+    @abstractmethod
+    def decode(self, encoded: EncodedAudio) -> torch.Tensor:
+        """Decode codes back to a waveform `[B, C, S]`; trims to `encoded.length` when it is set."""
+
+    def decode_codes(self, codes: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        """Decode bare codes `[B, K, T]` (models without per-segment scales only)."""
+        return self.decode(EncodedAudio(codes=codes, length=length))
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames T that `num_samples` samples encode to."""
+        hop = self.sample_rate / self.frame_rate
+        return int(math.ceil(num_samples / hop))

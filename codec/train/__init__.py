@@ -1,0 +1,1 @@
+"""The codec training recipe (EnCodec/audiocraft style): data, losses, discriminator, loss balancer, trainer."""
