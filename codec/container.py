@@ -336,7 +336,7 @@ class EcdcWriter:
         fo: binary file object, positioned where the file starts.
         header: model name, codebooks (required), audio length and weights sha256 (optional); `use_lm` must be False.
         layout: the model's `CodecLayout`.
-        checksum: add our integrity keys.
+        checksum: add our keys `v`, `sr` and `crc` (without it, `sha` is the only key beyond Meta's).
     """
 
     def __init__(self, fo: IO[bytes], header: EcdcHeader, layout: CodecLayout, *, checksum: bool = True):
@@ -354,9 +354,9 @@ class EcdcWriter:
             audio_length=header.audio_length,
             num_codebooks=header.num_codebooks,
             weights_sha256=header.weights_sha256,
-            sample_rate=layout.sample_rate if checksum else header.sample_rate,
+            sample_rate=layout.sample_rate if checksum else None,
             checksum=_CRC_PLACEHOLDER if checksum else None,
-            format_version=FORMAT_VERSION if checksum else header.format_version,
+            format_version=FORMAT_VERSION if checksum else None,  # our readers expect `crc` wherever `v` is
             extra=dict(header.extra),
         )
         self._rewrite = checksum or header.audio_length is None
@@ -577,6 +577,8 @@ def _parse_header(raw: bytes) -> tuple[EcdcHeader, dict[str, Any]]:
         raise ContainerError(f"corrupted header: implausible audio length {_show(length)}")
     if not 1 <= num_codebooks <= MAX_CODEBOOKS:
         raise ContainerError(f"corrupted header: implausible number of codebooks {_show(num_codebooks)}")
+    if version is not None and crc is None:  # `v` marks our files, which always carry a checksum
+        raise ContainerError("corrupted header: the checksum ('crc') is missing")
     if version is not None and version > FORMAT_VERSION:
         raise ContainerError(f"written by a newer format version ({version}); this reader knows up to {FORMAT_VERSION}")
     if sample_rate is not None and sample_rate <= 0:
