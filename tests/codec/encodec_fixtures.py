@@ -8,6 +8,7 @@ initialised. Group norms get random affine parameters for the same reason.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -45,12 +46,18 @@ def build_meta_model(arch: str = "encodec_24khz", seed: int = 0):
     return model.eval()
 
 
+@functools.cache
+def meta_model(arch: str = "encodec_24khz", seed: int = 0):
+    """`build_meta_model(arch, seed)`, built once per process and shared: do not modify its weights."""
+    return build_meta_model(arch, seed)
+
+
 def write_meta_checkpoint(directory: str | Path, arch: str = "encodec_24khz", seed: int = 0, model=None) -> Path:
     """Save a random `arch` model's state dict (or `model`'s) as Meta names it (`encodec_24khz-d7cc33bc.th`)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / META_FILES[arch]
-    torch.save((model or build_meta_model(arch, seed)).state_dict(), path)
+    torch.save((model or meta_model(arch, seed)).state_dict(), path)
     return path
 
 
@@ -94,7 +101,7 @@ def write_hf_directory(directory: str | Path, arch: str = "encodec_24khz", seed:
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = meta_state_to_hf((model or build_meta_model(arch, seed)).state_dict())
+    state = meta_state_to_hf((model or meta_model(arch, seed)).state_dict())
     save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
     config = hf_config(arch).to_dict()
     (directory / "config.json").write_text(json.dumps(config, indent=2))
@@ -106,6 +113,6 @@ def hf_model(arch: str = "encodec_24khz", seed: int = 0, model=None):
     from transformers import EncodecModel
 
     hf = EncodecModel(hf_config(arch))
-    state = meta_state_to_hf((model or build_meta_model(arch, seed)).state_dict(), legacy_names=False)
+    state = meta_state_to_hf((model or meta_model(arch, seed)).state_dict(), legacy_names=False)
     hf.load_state_dict(state, strict=True)
     return hf.eval()
