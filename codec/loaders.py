@@ -145,13 +145,14 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WeightsError(f"{path}: refused, the checkpoint holds pickled code or objects, not only tensors "
-                           f"({first[:160]})") from None
+    except pickle.UnpicklingError as e:  # the weights-only unpickler met code, a foreign object or a raw pickle
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        detail = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), lines[0] if lines else "")
+        raise WeightsError(f"{path}: refused, not a checkpoint of plain tensors that can be read without running "
+                           f"code ({detail[:160]})") from None
     except Exception as e:  # truncated files, foreign formats, ...
-        raise WeightsError(f"{path}: cannot read weights ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
-                           if str(e) else f"{path}: cannot read weights ({type(e).__name__})") from None
+        detail = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+        raise WeightsError(f"{path}: cannot read weights ({type(e).__name__}: {detail})") from None
     for key in ("best_state", "state_dict", "model"):  # wrapped checkpoints
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
