@@ -11,8 +11,10 @@ from .errors import CodecError
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="codec", description="Neural audio codec toolkit (EnCodec and friends).")
     sub = parser.add_subparsers(dest="command", required=True)
+    from .cli import add_parsers as add_main
     from .train.cli import add_parsers as add_train
 
+    add_main(sub)
     add_train(sub)
     return parser
 

@@ -236,15 +236,45 @@ class FrameCodec(nn.Module, Codec):
         return FrameCodecOutput(wav=self.stft.istft(spec)[:, None], spec=spec, quantized=quantized)
 
     # -- the Codec interface ---------------------------------------------------------------------------------------
+    # Long inputs run in chunks of `chunk_frames` frames with `context` frames of overlap on each side, so memory is
+    # bounded by the chunk, not the file. Every layer has a finite receptive field (see `receptive_frames`) and the
+    # STFT frames are local, so the kept frames equal a whole-signal pass up to float rounding.
+    chunk_frames: int = 1500  # 20 s at 75 Hz
+
+    def _context(self) -> tuple[int, int]:
+        enc, dec = self.receptive_frames
+        analysis = math.ceil(self.stft.pad / self.config.hop_length)  # frames an STFT window reaches past its hop
+        return enc + analysis + 1, dec + analysis + 1
+
     @torch.inference_mode()
     def encode(self, wav: torch.Tensor, bandwidth: float) -> EncodedAudio:
         num_codebooks = self.codebooks_for(bandwidth)
-        codes = self.quantizer.encode(self.analyse(wav), num_codebooks)
-        return EncodedAudio(codes=codes, length=wav.shape[-1])
+        hop = self.config.hop_length
+        length = wav.shape[-1]
+        wav = self._pad(wav)
+        total = wav.shape[-1] // hop
+        context = self._context()[0]
+        pieces = []
+        for start in range(0, max(total, 1), self.chunk_frames):
+            stop = min(start + self.chunk_frames, total)
+            lo, hi = max(0, start - context), min(total, stop + context)
+            latent = self.analyse(wav[..., lo * hop: hi * hop])[..., start - lo: stop - lo]
+            pieces.append(self.quantizer.encode(latent, num_codebooks))
+        return EncodedAudio(codes=torch.cat(pieces, dim=-1), length=length)
 
     @torch.inference_mode()
     def decode(self, encoded: EncodedAudio) -> torch.Tensor:
-        wav = self.synthesise(self.quantizer.decode(encoded.codes))
+        codes = encoded.codes
+        total = codes.shape[-1]
+        context = self._context()[1]
+        pieces = []
+        hop = self.config.hop_length
+        for start in range(0, total, self.chunk_frames):
+            stop = min(start + self.chunk_frames, total)
+            lo, hi = max(0, start - context), min(total, stop + context)
+            wav = self.synthesise(self.quantizer.decode(codes[..., lo:hi]))
+            pieces.append(wav[..., (start - lo) * hop: (stop - lo) * hop])
+        wav = torch.cat(pieces, dim=-1) if pieces else codes.new_zeros(codes.shape[0], 1, 0, dtype=torch.float32)
         return wav[..., : encoded.length] if encoded.length is not None else wav
 
     def codebook_vectors(self) -> torch.Tensor:

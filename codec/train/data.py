@@ -16,17 +16,19 @@ from ..errors import CodecError
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
 
 
-def list_corpus(source: str | Path, split: str) -> list[Path]:
+def list_corpus(source: str | Path, split: str, kind: str | None = None) -> list[Path]:
     """Files of `split` ('train' or 'valid') from a corpus folder with `manifest.csv`, a manifest path, or a folder.
 
-    A plain folder (no manifest) is taken whole for both splits.
+    `kind` ('speech', 'music') filters by the manifest's kind column. A plain folder (no manifest) is taken whole for
+    both splits.
     """
     source = Path(source)
     manifest = source / "manifest.csv" if source.is_dir() else source
     if manifest.is_file() and manifest.suffix == ".csv":
         root = manifest.parent
         with open(manifest, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if r.get("split", split) == split]
+            rows = [r for r in csv.DictReader(f) if r.get("split", split) == split
+                    and (kind is None or r.get("kind", kind) == kind)]
         return [root / r["path"] if not Path(r["path"]).is_absolute() else Path(r["path"]) for r in rows]
     if source.is_dir():
         return sorted(p for p in source.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)

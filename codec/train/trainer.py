@@ -84,7 +84,7 @@ class Trainer:
         self.model, self.disc, self.opt, self.opt_disc = self.accelerator.prepare(
             self.model, self.disc, self.opt, self.opt_disc)
         train_clips = load_clips(list_corpus(corpus, "train"), sr)
-        valid_paths = list_corpus(corpus, "valid")
+        valid_paths = list_corpus(corpus, "valid", kind="speech") or list_corpus(corpus, "valid")
         valid_clips = load_clips(valid_paths, sr) if valid_paths else train_clips[: config.valid_clips]
         segment = int(round(config.segment_seconds * sr / self.raw_model.config.hop_length)) * self.raw_model.config.hop_length
         self.data = RandomCrops(train_clips, segment, config.batch_size, self.generator)
