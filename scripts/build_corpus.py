@@ -230,7 +230,7 @@ def to_mono_24k(wav, sample_rate: int):
     import torch
     import torchaudio.functional as AF
 
-    wav = np.asarray(wav, dtype=np.float32)
+    wav = np.array(wav, dtype=np.float32)  # a writable copy (torch refuses read-only buffers)
     if wav.ndim == 2:
         wav = wav.mean(axis=1)
     if sample_rate == SAMPLE_RATE:
