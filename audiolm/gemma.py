@@ -182,9 +182,9 @@ def _ensure(directory: Path) -> Path:
 
 def load_gemma_tokenizer(name: str | None = None, log: bool = True) -> Any:
     """Only the tokenizer of `name` (see `load_gemma`)."""
+    source = locate_gemma(name, log=log)
     from transformers import AutoTokenizer
 
-    source = locate_gemma(name, log=log)
     try:
         return AutoTokenizer.from_pretrained(source.path, local_files_only=True)
     except OSError:
@@ -193,9 +193,9 @@ def load_gemma_tokenizer(name: str | None = None, log: bool = True) -> Any:
 
 def load_gemma(name: str | None = None, dtype: torch.dtype = torch.float32, log: bool = True) -> Gemma:
     """Load a Gemma 3 causal LM and its tokenizer, never downloading; see the module docstring for `name`."""
+    source = locate_gemma(name, log=log)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    source = locate_gemma(name, log=log)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.path, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(source.path, local_files_only=True, dtype=dtype)

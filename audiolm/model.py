@@ -46,9 +46,9 @@ DEFAULT_INIT = "mean"
 
 # ---- extension ------------------------------------------------------------------------------------------------------
 def embedding_stats(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-dimension mean and std `[H]` of embedding rows `[N, H]` (float64 accumulation)."""
-    w = weight.detach().double()
-    return w.mean(0), w.std(0)
+    """Per-dimension mean and std `[H]` of embedding rows `[N, H]`, as float64."""
+    w = weight.detach().float()
+    return w.mean(0).double(), w.std(0).double()
 
 
 def init_rows(
