@@ -192,6 +192,7 @@ class FrameCodec(nn.Module, Codec):
 
     channels = 1
     cardinality = 1024
+    arch = "framecodec"  # the model name in .ecdc headers; the weights are identified by their sha256
 
     def __init__(self, config: FrameCodecConfig, encoder: ConvNeXtStack, quantizer: ResidualVectorQuantizer,
                  decoder: ConvNeXtStack, stft: FrameSTFT, weights: WeightsInfo | None = None):
