@@ -160,14 +160,9 @@ def codebook_rows(vocab: AudioVocab, pattern_name: str, num_codebooks: int, num_
     """
     pattern = get_pattern(pattern_name, num_codebooks)
     specials = torch.tensor([vocab.special_id(s) for s in vocab.specials])
-    codebook_of_pos = [pattern.codebook_at(i) for i in range(num_tokens)]
-    out = []
-    for k in codebook_of_pos:
-        ids = torch.arange(vocab.codebook_ids(max(k, 0)).start, vocab.codebook_ids(max(k, 0)).stop)
-        out.append(torch.cat([ids, specials]))
-    if not out:
-        return torch.empty(0, vocab.cardinality + len(specials), dtype=torch.long)
-    return torch.stack(out)
+    books = torch.tensor([max(pattern.codebook_at(i), 0) for i in range(num_tokens)], dtype=torch.long)
+    codes = vocab.audio_base + books[:, None] * vocab.cardinality + torch.arange(vocab.cardinality)  # [n, card]
+    return torch.cat([codes, specials.expand(num_tokens, -1)], dim=1)
 
 
 @dataclass
@@ -217,13 +212,19 @@ def restricted_loss(logits: torch.Tensor, rows: torch.Tensor, labels: torch.Tens
     Every label must be among its position's rows, otherwise the restriction would not be exact (ValueError).
     """
     logits, labels = logits[:, :-1], labels[:, 1:]
-    if rows.dim() == 2:
-        rows = rows[:-1]
-    match = labels.unsqueeze(-1) == rows.to(labels.device)  # [B, L-1, N]
+    rows = rows.to(labels.device)
     valid = labels != -100
-    if bool((valid & ~match.any(-1)).any()):
+    if rows.dim() == 1:  # a lookup table id -> column
+        table = torch.full((int(max(rows.max(), labels.max())) + 1,), -1, dtype=torch.long, device=labels.device)
+        table[rows] = torch.arange(len(rows), device=labels.device)
+        target = table[labels.clamp_min(0)]
+        found = target >= 0
+    else:
+        match = labels.unsqueeze(-1) == rows[:-1]  # [B, L-1, N]
+        target, found = match.long().argmax(-1), match.any(-1)
+    if bool((valid & ~found).any()):
         raise ValueError("a label is not among the rows of its position: the restricted head would not be exact")
-    target = torch.where(valid, match.float().argmax(-1), torch.full_like(labels, -100))
+    target = torch.where(valid, target, torch.full_like(labels, -100))
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1), ignore_index=-100)
 
 
