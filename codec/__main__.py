@@ -16,6 +16,9 @@ def get_parser() -> argparse.ArgumentParser:
 
     add_main(sub)
     add_train(sub)
+    from .sweep import add_parser as add_sweep
+
+    add_sweep(sub)
     return parser
 
 
