@@ -107,6 +107,9 @@ def parse_tokens(text: str, vocab: AudioVocab) -> list[int]:
             ids = [int(x) for x in re.split(r"[\s,]+", text.strip()) if x]
         except ValueError as e:
             raise BridgeError(f"tokens are neither audio token strings nor integer ids ({e})") from None
+        huge = next((i for i in ids if not -(1 << 63) <= i < 1 << 63), None)
+        if huge is not None:  # no token id is that large; torch.tensor would fail with an overflow
+            raise BridgeError(f"id {str(huge)[:30]}... is out of range: not a token id")
     if ids and ids[0] == vocab.start_id:
         ids = ids[1:]
         if vocab.end_id not in ids:
