@@ -75,7 +75,8 @@ def run_train(args) -> int:
 
 
 def export_run(run: str | Path, out: str | Path) -> str:
-    from ..models.weights import export_frame_codec
+    """Exports a run's generator: fp16 safetensors for the frame codec, float32 for EnCodec; returns the sha256."""
+    from ..models.weights import export_frame_codec, sha256_of
     from .checkpoint import load_verified
     from .trainer import build_model
 
@@ -84,7 +85,12 @@ def export_run(run: str | Path, out: str | Path) -> str:
     model = build_model(config)
     model.load_state_dict(state["model"])
     info = {"steps": state["step"], "train_seconds": round(state["elapsed"]), "arch": config.arch}
-    return export_frame_codec(model, out, info=info)
+    if config.arch == "framecodec":
+        return export_frame_codec(model, out, info=info)
+    from .encodec_trainable import export_encodec
+
+    export_encodec(model, out, info=info)
+    return sha256_of(out)
 
 
 def run_export(args) -> int:

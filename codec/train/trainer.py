@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from .. import metrics
 from ..errors import CodecError
-from ..models.framecodec import FrameCodecConfig, frame_codec
+from ..models.framecodec import FrameCodecConfig, FrameSTFT, frame_codec
 from . import losses as L
 from .balancer import Balancer
 from .checkpoint import load_verified, save_atomic
@@ -29,11 +29,25 @@ from .data import RandomCrops, fixed_validation_batch, list_corpus, load_clips
 from .discriminator import MultiScaleSTFTDiscriminator
 
 
+ARCHITECTURES = ("framecodec", "encodec_24khz")
+
+
 def build_model(config: TrainConfig):
-    """The generator named by `config.arch`, with fresh weights."""
+    """The generator named by `config.arch`, with fresh weights: the project's frame codec, or Meta's EnCodec 24 kHz
+    architecture (SEANet + LSTM + RVQ, `encodec_trainable`)."""
     if config.arch == "framecodec":
         return frame_codec(FrameCodecConfig(**config.model))
-    raise CodecError(f"unknown architecture {config.arch!r}; known: framecodec")
+    if config.arch == "encodec_24khz":
+        if config.model:
+            raise CodecError("encodec_24khz is Meta's fixed architecture: it takes no model overrides")
+        from .encodec_trainable import trainable_encodec_24khz
+
+        return trainable_encodec_24khz()
+    raise CodecError(f"unknown architecture {config.arch!r}; known: {', '.join(ARCHITECTURES)}")
+
+
+def hop_length(model) -> int:
+    return model.config.hop_length if hasattr(model, "config") else model.hop_length
 
 
 @dataclass
@@ -78,6 +92,9 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(config.seed + self.accelerator.process_index)
         sr = self.model.sample_rate
         self.mel_loss = L.MultiScaleMelLoss(sr).to(self.device)
+        # the phase-aware loss compares spectra at the codec's frame rate (hop 320 at 24 kHz), 75 % overlap
+        frame_hop = int(round(sr / 75))
+        self.spec_stft = FrameSTFT(4 * frame_hop, frame_hop).to(self.device)
         self.checkpoint_path = self.run_dir / "checkpoint.pt"
         if self.checkpoint_path.exists() or self.checkpoint_path.with_name("checkpoint.pt.prev").exists():
             self._restore(load_verified(self.checkpoint_path))
@@ -86,7 +103,8 @@ class Trainer:
         train_clips = load_clips(list_corpus(corpus, "train"), sr)
         valid_paths = list_corpus(corpus, "valid", kind="speech") or list_corpus(corpus, "valid")
         valid_clips = load_clips(valid_paths, sr) if valid_paths else train_clips[: config.valid_clips]
-        segment = int(round(config.segment_seconds * sr / self.raw_model.config.hop_length)) * self.raw_model.config.hop_length
+        hop = hop_length(self.raw_model)
+        segment = int(round(config.segment_seconds * sr / hop)) * hop
         self.data = RandomCrops(train_clips, segment, config.batch_size, self.generator)
         self.valid = fixed_validation_batch(valid_clips, int(config.valid_seconds * sr), config.valid_clips)
         self.train_minutes = sum(len(c.samples) for c in train_clips) / sr / 60
@@ -158,7 +176,7 @@ class Trainer:
         self.model.train()
         out = self.model(x, num_codebooks)
         y = out.wav
-        stft = self.raw_model.stft
+        stft = self.spec_stft
         losses = {
             "l1": L.time_l1_loss(y, x),
             "mel": self.mel_loss(y, x),

@@ -82,3 +82,20 @@ def test_balancer_splits_the_output_gradient_by_weight():
     balancer.backward(losses, y)
     # each gradient is rescaled to weight/total of the norm: 0.75 * ones/|ones| + 0.25 * ones/|ones|
     assert torch.allclose(out.grad, torch.full((100,), 1.0 / 10.0), atol=1e-6)
+
+
+def test_encodec_architecture_trains_and_exports(tmp_path):
+    """Meta's EnCodec 24 kHz architecture through the same recipe: one step, export, load as a codec."""
+    from codec import load_codec
+    from codec.train.cli import export_run
+
+    config = TrainConfig(arch="encodec_24khz", segment_seconds=0.1, batch_size=1, adv_start_step=-1,
+                         valid_every=10**9, log_every=1, checkpoint_every=1, warmup_steps=1)
+    trainer = Trainer(config, SAMPLES, tmp_path / "e", device="cpu", quiet=True)
+    trainer.fit(steps=1)
+    sha = export_run(tmp_path / "e", tmp_path / "e.safetensors")
+    codec = load_codec(str(tmp_path / "e.safetensors"))
+    assert codec.weights.sha256 == sha and codec.sample_rate == 24000
+    wav = torch.randn(1, 1, 4000) * 0.1
+    trained = trainer.raw_model.codec.eval()
+    assert torch.equal(codec.encode(wav, 6.0).codes, trained.encode(wav, 6.0).codes)
