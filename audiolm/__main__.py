@@ -15,6 +15,10 @@ from codec.errors import CodecError
 COMMANDS: dict[str, tuple[str, str]] = {
     "tokenize": ("audiolm.cli_tokens", "print the audio tokens (strings or ids) an audio file becomes"),
     "detokenize": ("audiolm.cli_tokens", "turn audio tokens (strings or ids) back into sound"),
+    "prepare": ("audiolm.data", "encode audio files into Parquet shards of codec tokens"),
+    "train": ("audiolm.train", "fine-tune Gemma 3 on token shards (loss on audio tokens, restricted head)"),
+    "generate": ("audiolm.generate", "sample audio from a trained run (constrained, KV-cached) and decode it"),
+    "eval": ("audiolm.evaluate", "cross-entropy, accuracy and bits/s of a run against n-gram baselines"),
 }
 
 
