@@ -159,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         logit_rows = codebook_rows(vocab, "flatten", K, seq_len + 1)
 
         curve = [(0, held_loss(model, ho, logit_rows))]
+        print(f"{init:9s} step    0 held-out {curve[0][1]:.3f}", file=sys.stderr)
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
         gen = torch.Generator().manual_seed(0)
         start = time.perf_counter()
