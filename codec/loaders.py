@@ -53,7 +53,7 @@ class ModelInfo:
     frame_rate: int
     meta_checkpoint: str
     hf_id: str
-    factory: Callable[[], EncodecModel]
+    factory: Callable[..., EncodecModel]
 
 
 KNOWN_MODELS: dict[str, ModelInfo] = {
@@ -238,7 +238,7 @@ def load_meta_checkpoint(path: str | Path, name: str | None = None) -> EncodecMo
     raw = read_state_dict(path)
     state = meta_to_ours(raw) if _is_meta_naming(raw) else hf_to_ours(raw)
     info = _detect_arch(state, path)
-    model = _fill(info.factory(), state, path)
+    model = _fill(info.factory(weights=WeightsInfo(info.name, "")), state, path)
     model.weights = WeightsInfo(name or info.name, file_sha256(path), str(path))
     return model
 

@@ -210,17 +210,19 @@ class EncodecModel(nn.Module, Codec):
         return wav
 
 
-def encodec_24khz(name: str = "encodec_24khz") -> EncodecModel:
+def encodec_24khz(name: str = "encodec_24khz", weights: WeightsInfo | None = None) -> EncodecModel:
     """EnCodec 24 kHz mono, causal, weight norm, 32 codebooks (1.5/3/6/12/24 kbps), random weights."""
     config = SEANetConfig(channels=1, norm="weight_norm", causal=True)
     quantizer = ResidualVectorQuantizer(dim=config.dimension, num_codebooks=32, codebook_size=1024)
     return EncodecModel(SEANetEncoder(config), SEANetDecoder(config), quantizer, sample_rate=24_000, channels=1,
-                        bandwidths=(1.5, 3.0, 6.0, 12.0, 24.0), normalize=False, segment=None, name=name)
+                        bandwidths=(1.5, 3.0, 6.0, 12.0, 24.0), normalize=False, segment=None, name=name,
+                        weights=weights)
 
 
-def encodec_48khz(name: str = "encodec_48khz") -> EncodecModel:
+def encodec_48khz(name: str = "encodec_48khz", weights: WeightsInfo | None = None) -> EncodecModel:
     """EnCodec 48 kHz stereo, non-causal, time group norm, 16 codebooks (3/6/12/24 kbps), 1 s segments, random."""
     config = SEANetConfig(channels=2, norm="time_group_norm", causal=False)
     quantizer = ResidualVectorQuantizer(dim=config.dimension, num_codebooks=16, codebook_size=1024)
     return EncodecModel(SEANetEncoder(config), SEANetDecoder(config), quantizer, sample_rate=48_000, channels=2,
-                        bandwidths=(3.0, 6.0, 12.0, 24.0), normalize=True, segment=1.0, overlap=0.01, name=name)
+                        bandwidths=(3.0, 6.0, 12.0, 24.0), normalize=True, segment=1.0, overlap=0.01, name=name,
+                        weights=weights)
