@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from codec.errors import CodecError
+from codec.errors import run_cli
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "tokenize": ("audiolm.cli_tokens", "print the audio tokens (strings or ids) an audio file becomes"),
@@ -39,14 +39,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
-    try:
-        return int(_command(args.command, "run")(args) or 0)
-    except CodecError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    return run_cli(lambda: _command(args.command, "run")(args))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import CodecError
+from .errors import run_cli
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -25,14 +25,7 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = get_parser()
     args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except CodecError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    return run_cli(lambda: args.func(args))
 
 
 if __name__ == "__main__":

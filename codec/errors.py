@@ -23,3 +23,25 @@ class WeightsError(CodecError):
 
 class BandwidthError(CodecError):
     """The model does not offer the requested bandwidth."""
+
+
+def run_cli(action) -> int:
+    """Runs a CLI action (a callable returning an exit status): user errors become one line on stderr.
+
+    `CodecError` -> `error: <message>`, exit 1; an OS error (permission denied, disk full) likewise; Ctrl-C -> 130.
+    Anything else is a bug and keeps its traceback.
+    """
+    import sys
+
+    try:
+        return int(action() or 0)
+    except CodecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
