@@ -278,7 +278,10 @@ def prepare(
             except (CodecError, OSError, RuntimeError, ValueError) as e:
                 reason = str(e).splitlines()[0] if str(e) else type(e).__name__
                 report.failed.append((item.path, reason))
-                (bar.write if progress else log)(f"skipping {item.path}: {reason}")
+                if progress:
+                    bar.write(f"skipping {item.path}: {reason}", file=sys.stderr)
+                else:
+                    log(f"skipping {item.path}: {reason}")
                 bar.update(1)
                 continue
             for codes, start, duration in chunks:

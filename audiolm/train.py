@@ -677,7 +677,8 @@ def train(shards: str | Path, run: str | Path, config: TrainConfig, codec: Any |
             row = log_row(done, "valid", v, data.frame_rate, peak[-1] * scale, time.perf_counter() - began)
             append_log(run / LOG_FILE, row)
             result.valid = row
-            bar.write(f"step {done}: valid loss {v.loss:.3f}, {row['bits_per_second']:.0f} bits/s")
+            bar.write(f"step {done}: valid loss {v.loss:.3f}, {row['bits_per_second']:.0f} bits/s",
+                      file=sys.stderr)
         if main and (done % config.save_every == 0 or last):
             save_checkpoint(run, accelerator.unwrap_model(model), optimizer, done, config, generator)
         result.step = done
