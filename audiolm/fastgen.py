@@ -1,0 +1,216 @@
+"""A lean single-token decoding loop for Gemma 3 audio LMs on the CPU: static KV cache, restricted head, no framework.
+
+transformers' `generate` spends a decoding step on (1) the 262k(+audio)-row head, which is most of the weights a step
+reads, (2) a growing `DynamicCache` (a `torch.cat` per layer per step) and (3) a few thousand Python calls of
+generic machinery (masks, rotary tables, output dataclasses, logits processors). `FastDecoder` keeps exactly the
+arithmetic of a Gemma 3 decoder layer (same operations, same order, same dtypes) and drops the rest:
+
+- the prompt is run once through the transformers model itself (so the prefill is bit-identical) and its keys and
+  values are copied into a preallocated cache `[layers, B, max_len, head_dim]` (Gemma 3 270M has one KV head);
+- each step runs the 18 layers by hand: q/k/v as one fused matrix product, rotary tables precomputed for every
+  position, attention of the one new query over the cached keys (sliding layers over the last `sliding_window`);
+- logits are computed only over the rows the step may emit (`rows[k]`, one codebook's 1024 ids plus specials), from
+  head matrices gathered once, so a step reads the body once plus ~2.6 MB of head instead of ~0.75 GB.
+
+Greedy output equals transformers' `generate` with the same constraint as a logits processor (checked by
+`scripts/bench_lm.py`, which also prints the memory-bandwidth bound of a step). Batches of B streams share the step.
+
+    decoder = FastDecoder(model, max_len=4096, batch=8)
+    ids = decoder.generate(prompt_ids [B, P], rows, codebook_of_step, num_tokens)   # [B, num_tokens]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+def _rope_tables(inv_freq: torch.Tensor, scaling: float, max_len: int, dtype: torch.dtype
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin `[max_len, head_dim]` computed as transformers' `Gemma3RotaryEmbedding` does for each position."""
+    positions = torch.arange(max_len, dtype=torch.float32)
+    freqs = positions[:, None] * inv_freq.float()[None, :]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return (emb.cos() * scaling).to(dtype), (emb.sin() * scaling).to(dtype)
+
+
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """Gemma3RMSNorm: normalise in float32, multiply by (1 + w) (`weight` here is already 1 + w, float32)."""
+    xf = x.float()
+    out = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return (out * weight).type_as(x)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class _Layer:
+    """One decoder layer's weights, fused where the arithmetic allows (q/k/v, gate/up)."""
+
+    def __init__(self, layer: Any, eps: float):
+        attn, mlp = layer.self_attn, layer.mlp
+        self.q_out = attn.q_proj.weight.shape[0]
+        self.kv_out = attn.k_proj.weight.shape[0]
+        self.qkv = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]).detach().contiguous()
+        self.o = attn.o_proj.weight.detach()
+        self.gate_up = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).detach().contiguous()
+        self.inter = mlp.gate_proj.weight.shape[0]
+        self.down = mlp.down_proj.weight.detach()
+
+        def norm(module):
+            return (1.0 + module.weight.detach().float())
+
+        self.input_norm, self.post_attn_norm = norm(layer.input_layernorm), norm(layer.post_attention_layernorm)
+        self.pre_ff_norm, self.post_ff_norm = norm(layer.pre_feedforward_layernorm), norm(layer.post_feedforward_layernorm)
+        self.q_norm, self.k_norm = norm(attn.q_norm), norm(attn.k_norm)
+        self.scaling = attn.scaling
+        self.sliding_window = attn.sliding_window
+        self.layer_type = attn.layer_type
+        self.eps = eps
+
+
+class FastDecoder:
+    """Greedy/constrained decoding of a (possibly extended) `Gemma3ForCausalLM`, B streams at once.
+
+    Args:
+        model: the transformers model (weights are shared, not copied, except the fused q/k/v and gate/up matrices).
+        max_len: longest sequence (prompt + generated) the static cache holds.
+        batch: number of streams B decoded together.
+    """
+
+    def __init__(self, model: Any, max_len: int, batch: int = 1):
+        config = model.config
+        self.model = model
+        self.config = config
+        self.max_len = max_len
+        self.batch = batch
+        body = model.model
+        self.dtype = body.embed_tokens.weight.dtype
+        self.embed = body.embed_tokens.weight.detach()
+        self.embed_scale = body.embed_tokens.embed_scale.to(self.dtype)
+        self.head = model.get_output_embeddings().weight.detach()
+        self.softcap = getattr(config, "final_logit_softcapping", None)
+        self.eps = config.rms_norm_eps
+        self.layers = [_Layer(layer, self.eps) for layer in body.layers[: config.num_hidden_layers]]
+        self.final_norm = (1.0 + body.norm.weight.detach().float())
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        rotary = body.rotary_emb
+        self.rope = {}
+        for layer_type in set(config.layer_types):
+            inv_freq = getattr(rotary, f"{layer_type}_inv_freq")
+            scaling = getattr(rotary, f"{layer_type}_attention_scaling")
+            self.rope[layer_type] = _rope_tables(inv_freq, scaling, max_len, self.dtype)
+        shape = (len(self.layers), batch, self.num_kv_heads, max_len, self.head_dim)
+        self.keys = torch.zeros(shape, dtype=self.dtype)
+        self.values = torch.zeros(shape, dtype=self.dtype)
+        self.length = 0
+        self._heads: dict[int, torch.Tensor] = {}
+
+    # -- prefill ------------------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def prefill(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Run the prompt `[B, P]` through the transformers model; fill the cache; returns the last hidden `[B, H]`."""
+        if input_ids.shape[0] != self.batch:
+            raise ValueError(f"the decoder was built for {self.batch} streams, got {input_ids.shape[0]}")
+        if input_ids.shape[1] >= self.max_len:
+            raise ValueError(f"the prompt ({input_ids.shape[1]} tokens) does not fit max_len={self.max_len}")
+        out = self.model.model(input_ids=input_ids, use_cache=True)
+        cache = out.past_key_values
+        P = input_ids.shape[1]
+        for i in range(len(self.layers)):
+            keys, values = cache.layers[i].keys, cache.layers[i].values  # [B, kv_heads, P', D]
+            n = keys.shape[2]  # sliding layers may keep only the window
+            self.keys[i, :, :, P - n: P] = keys
+            self.values[i, :, :, P - n: P] = values
+        self.length = P
+        return out.last_hidden_state[:, -1]
+
+    # -- one step -----------------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def step(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Feed one token per stream `[B]`; returns the final-normed hidden state `[B, H]` of that position."""
+        pos = self.length
+        if pos >= self.max_len:
+            raise ValueError(f"the static cache is full ({self.max_len} positions)")
+        B, nh, nkv, hd = self.batch, self.num_heads, self.num_kv_heads, self.head_dim
+        x = F.embedding(token_ids, self.embed) * self.embed_scale  # [B, H]
+        for i, layer in enumerate(self.layers):
+            residual = x
+            h = _rms_norm(x, layer.input_norm, self.eps)
+            qkv = F.linear(h, layer.qkv)  # [B, (nh + 2 nkv) * hd]
+            q = qkv[:, : layer.q_out].view(B, nh, hd)
+            k = qkv[:, layer.q_out: layer.q_out + layer.kv_out].view(B, nkv, hd)
+            v = qkv[:, layer.q_out + layer.kv_out:].view(B, nkv, hd)
+            q = _rms_norm(q, layer.q_norm, self.eps)
+            k = _rms_norm(k, layer.k_norm, self.eps)
+            cos_table, sin_table = self.rope[layer.layer_type]
+            cos, sin = cos_table[pos], sin_table[pos]
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
+            self.keys[i, :, :, pos] = k
+            self.values[i, :, :, pos] = v
+            start = 0 if layer.sliding_window is None else max(0, pos + 1 - layer.sliding_window)
+            keys = self.keys[i, :, :, start: pos + 1]  # [B, nkv, T, hd]
+            values = self.values[i, :, :, start: pos + 1]
+            # [B, nkv, groups, hd] x [B, nkv, hd, T] -> [B, nkv, groups, T]
+            scores = torch.matmul(q.view(B, nkv, nh // nkv, hd), keys.transpose(-1, -2)) * layer.scaling
+            weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+            attn = torch.matmul(weights, values).reshape(B, nh * hd)
+            h = F.linear(attn, layer.o)
+            x = residual + _rms_norm(h, layer.post_attn_norm, self.eps)
+            residual = x
+            h = _rms_norm(x, layer.pre_ff_norm, self.eps)
+            gate_up = F.linear(h, layer.gate_up)
+            h = F.gelu(gate_up[:, : layer.inter], approximate="tanh") * gate_up[:, layer.inter:]
+            h = F.linear(h, layer.down)
+            x = residual + _rms_norm(h, layer.post_ff_norm, self.eps)
+        self.length = pos + 1
+        return _rms_norm(x, self.final_norm, self.eps)
+
+    # -- head ---------------------------------------------------------------------------------------------------------
+    def head_rows(self, key: int, rows: torch.Tensor) -> torch.Tensor:
+        """The head matrix `[N, H]` of `rows`, gathered once per `key` (e.g. the codebook)."""
+        matrix = self._heads.get(key)
+        if matrix is None:
+            matrix = self._heads[key] = self.head[rows].contiguous()
+        return matrix
+
+    def logits(self, hidden: torch.Tensor, key: int, rows: torch.Tensor) -> torch.Tensor:
+        """Logits `[B, N]` over `rows` (equal to the full head's logits at those ids, soft-capping included)."""
+        logits = F.linear(hidden, self.head_rows(key, rows))
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
+
+    # -- greedy loop ----------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate(self, input_ids: torch.Tensor, rows: Sequence[torch.Tensor], key_of_step: Callable[[int], int],
+                 num_tokens: int, pick: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """Generate `num_tokens` tokens after `input_ids` `[B, P]`; returns their ids `[B, num_tokens]`.
+
+        Args:
+            input_ids: the prompt, one row per stream.
+            rows: per key, the ids `[N_k]` a step with that key may emit.
+            key_of_step: step index (0 = the first generated token) -> which `rows` apply.
+            num_tokens: tokens to generate.
+            pick: logits `[B, N]` -> chosen columns `[B]` (default: argmax, greedy).
+        """
+        pick = pick or (lambda logits: logits.argmax(-1))
+        if input_ids.shape[1] + num_tokens > self.max_len:
+            raise ValueError(f"{input_ids.shape[1]} + {num_tokens} tokens exceed max_len={self.max_len}")
+        out = torch.empty(self.batch, num_tokens, dtype=torch.long)
+        hidden = self.prefill(input_ids)
+        for i in range(num_tokens):
+            key = key_of_step(i)
+            token = rows[key][pick(self.logits(hidden, key, rows[key]))]
+            out[:, i] = token
+            if i + 1 < num_tokens:
+                hidden = self.step(token)
+        return out
