@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -132,6 +133,22 @@ class Trainer:
         version, internal, gauss = state["python_rng"]
         random.setstate((version, tuple(internal), gauss))
         self.state = TrainState(step=int(state["step"]), elapsed=float(state["elapsed"]))
+        for name in ("log.csv", "valid.csv"):  # rows written after this checkpoint (a crash) would be logged twice
+            self._drop_rows_after(name, self.state.step)
+
+    def _drop_rows_after(self, name: str, step: int) -> None:
+        path = self.run_dir / name
+        if not path.exists() or not self.accelerator.is_main_process:
+            return
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+        kept = rows[:1] + [row for row in rows[1:] if row and row[0].isdigit() and int(row[0]) <= step]
+        if len(kept) == len(rows):
+            return
+        tmp = path.with_name(name + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows(kept)
+        os.replace(tmp, path)
 
     def save_checkpoint(self) -> None:
         if not self.accelerator.is_main_process:
