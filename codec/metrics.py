@@ -183,13 +183,17 @@ def _dnsmos_model():
 def dnsmos(estimate, sample_rate: int) -> DnsmosScore:
     """DNSMOS (Microsoft's non-intrusive MOS predictor, via `speechmos`), each score 1..5; higher is better.
 
-    Needs no reference. The signal is resampled to 16 kHz and clipped to [-1, 1]; clips shorter than 9.01 s are
-    repeated to that length (the model's window), longer ones are scored in 9.01 s windows with 1 s hop and
-    averaged. Meaningful for speech only: music and noise get arbitrary scores.
+    Needs no reference. The signal is resampled to 16 kHz and clipped to [-1, 1]; clips shorter than the model's
+    9.01 s window are tiled to exactly one window (speechmos itself would double them until longer and then score
+    every 1 s hop of the result: up to 7x the work for the same content), longer ones are scored in 9.01 s windows
+    with 1 s hop and averaged. Meaningful for speech only: music and noise get arbitrary scores.
     """
     signal = np.clip(_resample(_mono(estimate), sample_rate, 16000), -1.0, 1.0).astype(np.float32)
     if len(signal) == 0 or not np.any(signal):
         raise ValueError("DNSMOS needs a non-empty, non-silent signal")
+    window = int(9.01 * 16000)
+    if len(signal) < window:
+        signal = np.tile(signal, -(-window // len(signal)))[:window]
     scores = _dnsmos_model()(signal, 16000, False)
     return DnsmosScore(
         ovrl=float(scores["ovrl_mos"]), sig=float(scores["sig_mos"]), bak=float(scores["bak_mos"]),
