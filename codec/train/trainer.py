@@ -81,15 +81,20 @@ class Trainer:
         torch.manual_seed(config.seed)
         random.seed(config.seed)
         self.model = build_model(config)
+        self.state = TrainState()
         if init_weights:
-            from ..models.weights import load_frame_codec_weights
+            import json
+
+            from ..models.weights import load_frame_codec_weights, read_metadata
 
             load_frame_codec_weights(self.model, init_weights, for_training=True)
+            info = json.loads(read_metadata(init_weights).get("info") or "{}")
+            # continue the step count (and so the schedule, e.g. when the discriminator joins) of the weights' run
+            self.state = TrainState(step=int(info.get("steps", 0)), elapsed=float(info.get("train_seconds", 0)))
         self.disc = MultiScaleSTFTDiscriminator(channels=config.disc_channels)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=config.betas)
         self.opt_disc = torch.optim.Adam(self.disc.parameters(), lr=config.disc_lr, betas=config.betas)
         self.balancer = Balancer({k: v for k, v in config.weights.items()})
-        self.state = TrainState()
         self.generator = torch.Generator().manual_seed(config.seed + self.accelerator.process_index)
         sr = self.model.sample_rate
         self.mel_loss = L.MultiScaleMelLoss(sr).to(self.device)

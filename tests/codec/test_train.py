@@ -99,3 +99,18 @@ def test_encodec_architecture_trains_and_exports(tmp_path):
     wav = torch.randn(1, 1, 4000) * 0.1
     trained = trainer.raw_model.codec.eval()
     assert torch.equal(codec.encode(wav, 6.0).codes, trained.encode(wav, 6.0).codes)
+
+
+def test_training_continues_from_exported_weights(tmp_path):
+    """`--init weights.safetensors` (what scripts/train_default.sh does on a fresh machine) keeps the step count."""
+    from codec.train.cli import export_run
+
+    trainer = Trainer(TINY, SAMPLES, tmp_path / "a", device="cpu", quiet=True)
+    trainer.fit(steps=1)
+    export_run(tmp_path / "a", tmp_path / "w.safetensors")
+    again = Trainer(TINY, SAMPLES, tmp_path / "b", device="cpu", quiet=True, init_weights=tmp_path / "w.safetensors")
+    assert again.state.step == 1
+    weights = dict(again.raw_model.state_dict())
+    assert torch.allclose(weights["encoder.proj.weight"], trainer.raw_model.encoder.proj.weight.half().float())
+    again.fit(steps=2)
+    assert again.state.step == 2
