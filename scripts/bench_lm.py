@@ -1,0 +1,341 @@
+"""Audio-LM speed: constrained generation and a training step, against transformers in the same run.
+
+    python scripts/bench_lm.py [--tokens 64] [--repeats 2] [--threads 2] [--train-tokens 256] [--smoke]
+
+The model is the embedded Gemma 3 270M extended with EnCodec's 32 x 1024 audio tokens (untrained rows, `normal`
+init so that their logits are spread out), prompted with `<bos> <|audio_start|>` and two frames of codes, and asked
+for `--tokens` audio tokens in the flatten pattern at 6 kbps (K = 8), each restricted to its codebook's 1024 rows.
+
+- baseline: `model.generate(do_sample=False)` with the codebook constraint as a `LogitsProcessor` (everything but
+  the allowed rows set to -inf), so both pick from the same tokens; its head has all 295k rows.
+- `audiolm.generate`: the project's sampler (KV cache, restricted head per step), greedy.
+- `audiolm.fastgen`: static KV cache, hand-rolled Gemma 3 step, restricted head gathered once; 1 and 8 streams.
+- bound: bytes a step must read (body weights + the head rows it uses + the KV cache) over the memory bandwidth
+  measured by a large matrix-vector product in this run.
+- training: tokens/s of forward + backward over a `--train-tokens` sequence, restricted head
+  (`restricted_forward`, per-position codebook rows) vs the full head restricted the same way (same loss value).
+
+Greedy outputs must be identical; exits with status 1 when a target is missed (fastgen >= 3x the baseline single
+stream, 8 streams >= 15x it in aggregate, training step >= 2x). `--smoke` uses a tiny random Gemma 3 (targets not
+enforced, equality still checked).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SINGLE_TARGET = 3.0
+BATCH_TARGET = 15.0
+TRAIN_TARGET = 2.0
+K = 8  # codebooks at 6 kbps (EnCodec 24 kHz / the default codec)
+AUDIO_TOKENS_PER_SECOND = {"1.5 kbps": 150, "6 kbps": 600}
+
+
+def load_model(smoke: bool):
+    """(model, vocab): Gemma 3 270M from the converted cache (or a tiny random Gemma 3), extended with audio rows."""
+    import torch
+
+    from audiolm.model import extend_model
+    from audiolm.vocab import AudioVocab
+
+    if smoke:
+        from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+        torch.manual_seed(0)
+        config = Gemma3TextConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                                  num_attention_heads=4, num_key_value_heads=1, head_dim=16, sliding_window=16,
+                                  layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+                                  max_position_embeddings=1024)
+        model = Gemma3ForCausalLM(config).eval()
+    else:
+        from audiolm.gemma import load_gemma
+
+        model = load_gemma(log=False).model
+    vocab = AudioVocab(audio_base=model.get_input_embeddings().weight.shape[0], num_codebooks=32)
+    extend_model(model, vocab, init="normal")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, vocab
+
+
+def memory_bandwidth(megabytes: int, dtype_name: str = "float32", repeats: int = 5) -> float:
+    """Bytes/s of a `[n, n]` matrix x vector product of about `megabytes` (median of `repeats`)."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    n = int((megabytes * 2**20 / torch.tensor([], dtype=dtype).element_size()) ** 0.5)
+    matrix = torch.randn(n, n).to(dtype)
+    vector = torch.randn(n).to(dtype)
+    times = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        matrix @ vector
+        times.append(time.perf_counter() - start)
+    return matrix.numel() * matrix.element_size() / statistics.median(times[1:])
+
+
+def step_bytes(model, head_rows: int, context: int) -> int:
+    """Bytes one decoding step reads: body weights (not the embedding table), `head_rows` head rows, the KV cache."""
+    config = model.config
+    body = sum(p.numel() * p.element_size() for name, p in model.model.named_parameters() if "embed_tokens" not in name)
+    hidden = config.hidden_size
+    element = model.get_input_embeddings().weight.element_size()
+    kv = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * context * element
+    return body + head_rows * hidden * element + kv
+
+
+@dataclass
+class Setup:
+    model: object
+    vocab: object
+    rows: list  # per codebook: ids [1024]
+    prompts: object  # [8, P] prompt ids, row 0 is the single-stream prompt
+    prompt_codes: object  # [8, K, Tp]
+
+
+def make_setup(model, vocab, streams: int = 8, prompt_frames: int = 2) -> Setup:
+    import torch
+
+    from audiolm.patterns import get_pattern
+
+    pattern = get_pattern("flatten", K)
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, vocab.cardinality, (streams, K, prompt_frames), generator=g)
+    head = torch.tensor([2, vocab.start_id])
+    prompts = torch.stack([torch.cat([head, pattern.codes_to_ids(codes[b: b + 1], vocab)[0]]) for b in range(streams)])
+    rows = [torch.tensor(list(vocab.codebook_ids(k))) for k in range(K)]
+    return Setup(model, vocab, rows, prompts, codes)
+
+
+def baseline_generate(setup: Setup, prompt, tokens: int):
+    """transformers' `generate`, greedy, with the codebook constraint as a logits processor; returns `[B, tokens]`."""
+    import torch
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    width = setup.model.get_output_embeddings().weight.shape[0]
+    allowed = torch.zeros(K, width, dtype=torch.bool)
+    for k in range(K):
+        allowed[k, setup.rows[k]] = True
+    P = prompt.shape[1]
+
+    class CodebookMask(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            return scores.masked_fill(~allowed[(input_ids.shape[1] - P) % K], float("-inf"))
+
+    with torch.inference_mode():
+        out = setup.model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=tokens,
+                                   min_new_tokens=tokens, do_sample=False, pad_token_id=0,
+                                   logits_processor=LogitsProcessorList([CodebookMask()]))
+    return out[:, P:]
+
+
+def repo_generate(setup: Setup, tokens: int):
+    """`audiolm.generate.generate_codes`, greedy, with the stop disallowed; returns the generated ids `[1, tokens]`."""
+    import torch
+
+    from audiolm.generate import Sampling, generate_codes
+    from audiolm.patterns import get_pattern
+
+    frames = setup.prompt_codes.shape[-1]
+    total = frames + tokens // K
+    result = generate_codes(setup.model, setup.vocab, get_pattern("flatten", K), [2], total,
+                            prompt=setup.prompt_codes[0], sampling=Sampling(temperature=0), min_new_frames=total + 1)
+    ids = result.ids[0][frames * K:][:tokens]
+    return ids[None].to(torch.long)
+
+
+def fast_generate(setup: Setup, prompts, tokens: int):
+    from audiolm.fastgen import FastDecoder
+
+    decoder = FastDecoder(setup.model, max_len=prompts.shape[1] + tokens + 1, batch=prompts.shape[0])
+    return decoder.generate(prompts, setup.rows, lambda i: i % K, tokens)
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+# ---- training step --------------------------------------------------------------------------------------------------
+def train_step_times(model, vocab, length: int, repeats: int) -> tuple[float, float, float, float]:
+    """Median seconds of forward + backward with the restricted head and with the full head; both loss values."""
+    import torch
+    import torch.nn.functional as F
+
+    from audiolm.model import codebook_rows, restricted_forward, restricted_loss
+
+    g = torch.Generator().manual_seed(1)
+    frames = length // K
+    codes = torch.randint(0, vocab.cardinality, (1, K, frames), generator=g)
+    from audiolm.patterns import get_pattern
+
+    ids = torch.cat([torch.tensor([[2, vocab.start_id]]), get_pattern("flatten", K).codes_to_ids(codes, vocab)], 1)
+    labels = ids.clone()
+    labels[:, :2] = -100
+    # position l predicts token l + 1: rows of the token each position predicts (the first two positions: codebook 0)
+    per_token = codebook_rows(vocab, "flatten", K, ids.shape[1] - 2)  # [L - 2, N] for the audio tokens
+    rows = torch.cat([per_token[:1].expand(2, -1), per_token], 0)  # [L, N]; rows[l] = ids allowed at token l
+    rows = torch.cat([rows[1:], rows[-1:]], 0)  # align: position l's logits cover token l + 1
+    params = [p for p in model.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    model.train()
+
+    def restricted():
+        out = restricted_forward(model, ids, rows, labels=labels)
+        out.loss.backward()
+        return float(out.loss)
+
+    def full():
+        logits = model(input_ids=ids).logits  # [1, L, V]: the full head
+        picked = torch.gather(logits, 2, rows[None].expand(logits.shape[0], -1, -1))
+        loss = restricted_loss(picked, rows, labels)
+        loss.backward()
+        return float(loss)
+
+    times_r, times_f = [], []
+    loss_r = loss_f = float("nan")
+    try:
+        for _ in range(repeats):
+            model.zero_grad(set_to_none=True)
+            t, loss_r = timed(restricted)
+            times_r.append(t)
+            model.zero_grad(set_to_none=True)
+            t, loss_f = timed(full)
+            times_f.append(t)
+    finally:
+        model.zero_grad(set_to_none=True)
+        for p in params:
+            p.requires_grad_(False)
+        model.eval()
+    del F
+    return statistics.median(times_r), statistics.median(times_f), loss_r, loss_f
+
+
+# ---- main -----------------------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tokens", type=int, default=None, help="tokens to generate (default 64; smoke 16)")
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved repetitions; medians are reported")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--streams", type=int, default=8, help="streams of the batched run")
+    parser.add_argument("--train-tokens", type=int, default=None, help="sequence length of the training step "
+                        "(default 256; smoke 32)")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: repo, batch, train")
+    parser.add_argument("--smoke", action="store_true", help="tiny random Gemma 3; targets not enforced")
+    args = parser.parse_args(argv)
+    tokens = args.tokens or (16 if args.smoke else 64)
+    tokens -= tokens % K
+    train_tokens = args.train_tokens or (32 if args.smoke else 256)
+    skip = {s for s in args.skip.split(",") if s}
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    model, vocab = load_model(args.smoke)
+    print(f"# audio-LM benchmark: {'tiny random Gemma 3' if args.smoke else 'Gemma 3 270M'} + {vocab.num_audio_tokens} "
+          f"audio tokens, fp32, {tokens} tokens, flatten K={K}, {args.threads} threads, {args.repeats} interleaved "
+          f"repeats (model ready in {time.perf_counter() - start:.1f} s)", flush=True)
+    setup = make_setup(model, vocab, streams=args.streams)
+    single = setup.prompts[:1]
+    results: dict[str, list[float]] = {"baseline": [], "repo": [], "fast": [], "batch": []}
+    outputs = {}
+    for _ in range(args.repeats):
+        t, outputs["baseline"] = timed(lambda: baseline_generate(setup, single, tokens))
+        results["baseline"].append(t)
+        if "repo" not in skip:
+            t, outputs["repo"] = timed(lambda: repo_generate(setup, tokens))
+            results["repo"].append(t)
+        t, outputs["fast"] = timed(lambda: fast_generate(setup, single, tokens))
+        results["fast"].append(t)
+        if "batch" not in skip:
+            t, outputs["batch"] = timed(lambda: fast_generate(setup, setup.prompts, tokens))
+            results["batch"].append(t)
+        print("  repeat done", flush=True)
+    bandwidth = memory_bandwidth(16 if args.smoke else 256)
+    bandwidth_bf16 = memory_bandwidth(16 if args.smoke else 256, "bfloat16")
+    context = single.shape[1] + tokens // 2
+    full_rows = model.get_output_embeddings().weight.shape[0]
+    bytes_full, bytes_restricted = step_bytes(model, full_rows, context), step_bytes(model, 1024, context)
+
+    base = statistics.median(results["baseline"])
+    base_tps = tokens / base
+    missed, lines = [], []
+    lines.append("| generation (greedy, constrained) | streams | tokens/s (aggregate) | vs baseline | bound (bytes/step / "
+                 "bandwidth) | audio s per s at 1.5 / 6 kbps | identical to baseline |")
+    lines.append("|---|---|---|---|---|---|---|")
+
+    def row(label, key, streams, bound_bytes, reference):
+        seconds = statistics.median(results[key])
+        tps = streams * tokens / seconds
+        same = torch.equal(outputs[key][:1], reference)
+        bound = f"{bandwidth / bound_bytes:.0f} tok/s ({bound_bytes / 1e9:.2f} GB / {bandwidth / 1e9:.1f} GB/s)"
+        if streams > 1:
+            bound = f"{streams * bandwidth / bound_bytes:.0f} tok/s if weight reads dominate"
+        audio = " / ".join(f"{tps / n:.2f}" for n in AUDIO_TOKENS_PER_SECOND.values())
+        lines.append(f"| {label} | {streams} | {tps:.1f} | **{tps / base_tps:.2f}x** | {bound} | {audio} | "
+                     f"{'yes' if same else 'NO'} |")
+        if not same:
+            missed.append(f"{label}: greedy output differs from the baseline")
+        return tps
+
+    reference = outputs["baseline"]
+    row("transformers `generate` + LogitsProcessor (baseline)", "baseline", 1, bytes_full, reference)
+    if "repo" not in skip:
+        row("`audiolm.generate.generate_codes`", "repo", 1, bytes_restricted, reference)
+    fast_tps = row("`audiolm.fastgen.FastDecoder`", "fast", 1, bytes_restricted, reference)
+    if fast_tps / base_tps < SINGLE_TARGET:
+        missed.append(f"fastgen single stream {fast_tps / base_tps:.2f}x < {SINGLE_TARGET}x")
+    if "batch" not in skip:
+        batch_tps = row(f"`audiolm.fastgen.FastDecoder`, batch", "batch", args.streams, bytes_restricted, reference)
+        if batch_tps / base_tps < BATCH_TARGET:
+            missed.append(f"fastgen {args.streams} streams {batch_tps / base_tps:.2f}x < {BATCH_TARGET}x")
+    lines.append("")
+    lines.append(f"memory bandwidth (matrix x vector, {args.threads} threads): {bandwidth / 1e9:.1f} GB/s fp32, "
+                 f"{bandwidth_bf16 / 1e9:.1f} GB/s bf16 (bf16 halves the bytes; it pays only if its rate stays "
+                 f"above half the fp32 one)")
+
+    if "train" not in skip:
+        t_restricted, t_full, loss_r, loss_f = train_step_times(model, vocab, train_tokens, args.repeats)
+        n = train_tokens + 2
+        speedup = t_full / t_restricted
+        same_loss = abs(loss_r - loss_f) <= 1e-4 * max(1.0, abs(loss_f))
+        lines += ["", "| training step (forward + backward) | tokens | tokens/s | vs full head | loss |", "|---|---|---|---|---|",
+                  f"| full head ({full_rows} rows), restricted to the codebook rows | {n} | {n / t_full:.1f} | 1.00x | "
+                  f"{loss_f:.6f} |",
+                  f"| `restricted_forward` (per-position codebook rows) | {n} | {n / t_restricted:.1f} | "
+                  f"**{speedup:.2f}x** | {loss_r:.6f} |"]
+        if not same_loss:
+            missed.append(f"training loss differs: {loss_r} vs {loss_f}")
+        if speedup < TRAIN_TARGET:
+            missed.append(f"training step {speedup:.2f}x < {TRAIN_TARGET}x")
+    print()
+    print("\n".join(lines))
+    print()
+    if args.smoke:
+        wrong = [m for m in missed if "differ" in m]
+        for m in wrong:
+            print(f"MISSED: {m}")
+        print("smoke run: speed targets not enforced")
+        return 1 if wrong else 0
+    for m in missed:
+        print(f"MISSED: {m}")
+    print("all targets met" if not missed else f"{len(missed)} target(s) missed")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

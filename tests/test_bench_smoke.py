@@ -1,0 +1,40 @@
+"""The benchmark scripts run end to end on tiny models (`--smoke`) and print their tables. Not a timed test: the
+numbers they print are meaningless at this size; what is checked is that every part runs and the equality checks
+(codes, waveforms, greedy tokens, training loss) pass."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_codec_smoke(capsys):
+    bench = _script("bench_codec")
+    status = bench.main(["--smoke", "--seconds", "2", "--repeats", "1", "--threads", "1", "--memory-seconds", "1"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "| encodec_24khz (random weights) | 2 s | encode |" in out
+    assert "0/" in out and "codes differ" in out  # identical codes, counted
+    assert "| default (" in out and "peak RSS" in out
+    assert "smoke run: speed targets not enforced" in out
+
+
+def test_bench_lm_smoke(capsys):
+    bench = _script("bench_lm")
+    status = bench.main(["--smoke", "--repeats", "1", "--threads", "1", "--tokens", "16", "--train-tokens", "16"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    for label in ("baseline", "generate_codes", "FastDecoder", "restricted_forward", "GB/s"):
+        assert label in out
+    assert "| NO |" not in out  # every greedy output equals the baseline's
