@@ -26,7 +26,16 @@ from torch import nn
 from .errors import CodecError
 from .interface import EncodedAudio
 from .models.encodec import EncodecModel, overlap_weight
-from .modules import SLSTM, SConv1d, SConvTranspose1d, SEANetDecoder, SEANetEncoder, SEANetResnetBlock, pad1d
+from .modules import (
+    SLSTM,
+    SConv1d,
+    SConvTranspose1d,
+    SEANetDecoder,
+    SEANetEncoder,
+    SEANetResnetBlock,
+    conv_transpose1d_by_matmul,
+    pad1d,
+)
 from .modules.conv import extra_padding_for_conv1d
 
 
@@ -119,7 +128,7 @@ class _ConvTransposeStream(_Stream):
         if x is None or x.shape[-1] == 0:
             return None
         layer = self.conv.conv
-        y = F.conv_transpose1d(x, layer.weight, None, self.stride)  # [B, C, (t - 1) * stride + kernel]
+        y = conv_transpose1d_by_matmul(x, layer.weight, self.stride)  # [B, C, (t - 1) * stride + kernel]
         if self.tail is not None:
             y = torch.cat([y[..., : self.tail.shape[-1]] + self.tail, y[..., self.tail.shape[-1] :]], dim=-1)
         final = x.shape[-1] * self.stride  # no later frame reaches before this sample

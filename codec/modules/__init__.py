@@ -1,6 +1,14 @@
 """Building blocks of SEANet codecs (EnCodec): padded convolutions, the skip LSTM, encoder and decoder."""
 
-from .conv import SConv1d, SConvTranspose1d, extra_padding_for_conv1d, fold_weight_norm, pad1d, unpad1d
+from .conv import (
+    SConv1d,
+    SConvTranspose1d,
+    conv_transpose1d_by_matmul,
+    extra_padding_for_conv1d,
+    fold_weight_norm,
+    pad1d,
+    unpad1d,
+)
 from .lstm import SLSTM
 from .seanet import SEANetConfig, SEANetDecoder, SEANetEncoder, SEANetResnetBlock
 
@@ -12,6 +20,7 @@ __all__ = [
     "SEANetEncoder",
     "SEANetResnetBlock",
     "SLSTM",
+    "conv_transpose1d_by_matmul",
     "extra_padding_for_conv1d",
     "fold_weight_norm",
     "pad1d",
