@@ -190,3 +190,54 @@ def test_audiolm_prepare_killed_at_a_random_moment_resumes_to_the_same_shards(tm
         a = pq.read_table(killed / name, columns=["codes", "source"]).to_pylist()
         b = pq.read_table(straight / name, columns=["codes", "source"]).to_pylist()
         assert a == b, f"seed {seed}: {name} differs from an uninterrupted run"
+
+
+def test_audiolm_train_killed_at_a_random_moment_resumes_from_its_last_checkpoint(tmp_path):
+    """SIGKILL `audiolm train` (tiny Gemma, tiny codec's shards) after a checkpoint; the checkpoint left behind loads,
+    the rerun resumes from it, reaches its target, and `log.csv` holds each training step once."""
+    import importlib.util
+
+    from conftest import tiny_frame_codec
+
+    from audiolm.data import PrepareConfig, prepare
+    from audiolm.train import CHECKPOINT_DIR
+    from codec.audio import write_audio
+
+    spec = importlib.util.spec_from_file_location("audiolm_fixtures", ROOT / "tests" / "audiolm" / "conftest.py")
+    fixtures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fixtures)
+    seed = int(os.environ.get("CRASH_SEED", random.randrange(1 << 30)))
+    gen = torch.Generator().manual_seed(0)
+    (tmp_path / "audio" / "train").mkdir(parents=True)
+    for index in range(3):
+        write_audio(tmp_path / "audio" / "train" / f"{index}.wav", torch.randn(1, 24_000, generator=gen) * 0.1,
+                    24_000)
+    prepare(tmp_path / "audio", tmp_path / "shards", tiny_frame_codec(), PrepareConfig(bandwidth=1.5), progress=False)
+    base = tmp_path / "base"
+    fixtures.make_tiny_gemma().save_pretrained(base)
+    fixtures.make_tiny_tokenizer().save_pretrained(base)
+    run = tmp_path / "run"
+
+    def command(steps: int) -> list[str]:
+        return [sys.executable, "-m", "audiolm", "train", str(tmp_path / "shards"), "--out", str(run), "--base",
+                str(base), "--steps", str(steps), "--seq-len", "32", "--batch-size", "1", "--save-every", "1",
+                "--eval-every", "1000000", "--log-every", "1", "--warmup", "1", "--quiet"]
+
+    process = subprocess.Popen(command(100_000), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None and not (run / CHECKPOINT_DIR).is_dir():
+        time.sleep(0.02)
+    assert process.poll() is None, process.communicate()[1].decode()[-2000:]
+    time.sleep(random.Random(seed).uniform(0, 2.0))
+    os.killpg(process.pid, signal.SIGKILL)
+    process.communicate()
+    import json
+
+    step = json.loads((run / CHECKPOINT_DIR / "state.json").read_text())["step"]
+    assert step >= 1
+    done = subprocess.run(command(step + 2), env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"seed {seed}: {done.stderr[-2000:]}"
+    with open(run / "log.csv") as f:
+        train_steps = [int(row["step"]) for row in csv.DictReader(f) if row["split"] == "train"]
+    assert train_steps == list(range(1, step + 3)), f"seed {seed}: killed at step {step}"
