@@ -18,7 +18,6 @@ import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import scipy.signal
 import torch
 import torchaudio.functional as AF
 
@@ -211,6 +210,8 @@ def estimate_delay(reference, estimate, max_delay_samples: int) -> int:
     add tens of milliseconds of latency; EnCodec-style neural codecs add none.
     """
     reference, estimate = _mono(reference), _mono(estimate)
+    import scipy.signal  # imported here: it costs seconds at start-up and only delay estimation needs it
+
     correlation = scipy.signal.correlate(estimate, reference, mode="full", method="fft")
     lags = scipy.signal.correlation_lags(len(estimate), len(reference), mode="full")
     allowed = np.abs(lags) <= max_delay_samples
