@@ -29,6 +29,7 @@ import csv
 import json
 import math
 import os
+import pickle
 import shutil
 import sys
 import time
@@ -516,7 +517,7 @@ def load_checkpoint(run: Path, model: AudioLM, optimizer: Any, generator: torch.
         weights = load_file(str(directory / "trainable.safetensors"))
         optim = torch.load(directory / "optimizer.pt", weights_only=True, map_location="cpu")
         rng = load_file(str(directory / "rng.safetensors"))
-    except (OSError, ValueError, RuntimeError) as e:
+    except (OSError, ValueError, RuntimeError, pickle.UnpicklingError, EOFError) as e:
         raise CodecError(f"{directory}: cannot resume from it ({str(e).splitlines()[0][:160]})") from None
     own = dict(model.named_parameters())
     missing = [n for n in own if own[n].requires_grad and n not in weights]

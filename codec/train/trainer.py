@@ -29,7 +29,6 @@ from .config import TrainConfig, lr_at
 from .data import RandomCrops, fixed_validation_batch, list_corpus, load_clips
 from .discriminator import MultiScaleSTFTDiscriminator
 
-
 ARCHITECTURES = ("framecodec", "encodec_24khz")
 
 
