@@ -66,7 +66,8 @@ class _Layer:
             return (1.0 + module.weight.detach().float())
 
         self.input_norm, self.post_attn_norm = norm(layer.input_layernorm), norm(layer.post_attention_layernorm)
-        self.pre_ff_norm, self.post_ff_norm = norm(layer.pre_feedforward_layernorm), norm(layer.post_feedforward_layernorm)
+        self.pre_ff_norm = norm(layer.pre_feedforward_layernorm)
+        self.post_ff_norm = norm(layer.post_feedforward_layernorm)
         self.q_norm, self.k_norm = norm(attn.q_norm), norm(attn.k_norm)
         self.scaling = attn.scaling
         self.sliding_window = attn.sliding_window

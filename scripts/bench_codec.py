@@ -166,9 +166,9 @@ def bench_pair(name: str, meta, ours, wav, repeats: int, compare_to_meta: bool, 
         t, encoded = timed(lambda: pipeline.encode(ours, wav, 6.0))
         row.ours_encode.append(t)
         with torch.no_grad():
-            t, meta_wav = timed(lambda: meta.decode(frames))
+            t, meta_wav = timed(lambda: meta.decode(frames))  # noqa: B023 (called at once)
         row.meta_decode.append(t)
-        t, ours_wav = timed(lambda: pipeline.decode(ours, encoded))
+        t, ours_wav = timed(lambda: pipeline.decode(ours, encoded))  # noqa: B023
         row.ours_decode.append(t)
     if compare_to_meta:
         meta_codes = frames[0][0]
@@ -238,7 +238,8 @@ def measure_memory(which: str, seconds: float, tiny: bool, threads: int) -> floa
 
 # ---- report ---------------------------------------------------------------------------------------------------------
 def table(rows: list[Row], memory: dict[tuple[str, float], float]) -> tuple[str, list[str]]:
-    lines = ["| codec (6 kbps) | audio | op | Meta `encodec` s (x real time) | ours s (x real time) | speed-up | check |",
+    lines = ["| codec (6 kbps) | audio | op | Meta `encodec` s (x real time) | ours s (x real time) | speed-up "
+             "| check |",
              "|---|---|---|---|---|---|---|"]
     missed = []
     for row in rows:
@@ -304,12 +305,12 @@ def main(argv: list[str] | None = None) -> int:
     if "encodec" not in skip:
         ours = ours_from_meta(meta, args.smoke)
         rows.append(bench_pair("encodec_24khz (random weights)", meta, ours, wav, args.repeats, True))
-        print(f"  encodec_24khz done", flush=True)
+        print("  encodec_24khz done", flush=True)
     if "default" not in skip:
         default = default_codec(args.smoke)
-        rows.append(bench_pair(f"default ({default.weights.name}) vs Meta 24 kHz", meta, default, wav, args.repeats,
-                               False, framecodec_whole_pass(default)))
-        print(f"  default done", flush=True)
+        label = f"default ({default.weights.name}) vs Meta 24 kHz"
+        rows.append(bench_pair(label, meta, default, wav, args.repeats, False, framecodec_whole_pass(default)))
+        print("  default done", flush=True)
     memory: dict[tuple[str, float], float] = {}
     if "memory" not in skip:
         lengths = [float(s) for s in (args.memory_seconds or ("2,6" if args.smoke else "60,600")).split(",")]
@@ -322,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
                 memory[(which, s)] = measure_memory(which, s, args.smoke, args.threads)
         for s in meta_lengths:
             memory[("meta", s)] = measure_memory("meta", s, args.smoke, args.threads)
-        print(f"  memory done", flush=True)
+        print("  memory done", flush=True)
     text, missed = table(rows, memory)
     print()
     print(text)
