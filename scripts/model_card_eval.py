@@ -93,16 +93,14 @@ def main() -> int:
     out = Path(args.out)
     inputs_dir = out / "inputs"
     inputs_dir.mkdir(parents=True, exist_ok=True)
-    inputs = []
+    inputs, provenance = [], []
     for kind, count in (("speech", args.speech), ("music", args.music)):
         for i, source in enumerate(pick_clips(corpus, kind, count)):
             target = inputs_dir / f"{kind}_{i:02d}.flac"
             excerpt(source, target, args.seconds)
             inputs.append(target)
-    (out / "inputs.txt").write_text("\n".join(str(p.relative_to(out)) + "\t" + str(s) for p, s in
-                                          zip(inputs, [pick for kind, n in (("speech", args.speech),
-                                                                            ("music", args.music))
-                                                       for pick in pick_clips(corpus, kind, n)])) + "\n")
+            provenance.append(f"{target.relative_to(out)}\t{source}")
+    (out / "inputs.txt").write_text("\n".join(provenance) + "\n")
     codec = load_codec(args.model)
     print(f"model {codec.weights.name} sha256 {codec.weights.sha256}", flush=True)
     result = run_sweep(inputs, codec, out / "sweep", dnsmos=args.dnsmos, jobs=args.jobs,

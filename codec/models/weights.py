@@ -64,11 +64,13 @@ def load_frame_codec_weights(model: FrameCodec, path: str | Path, for_training: 
     state = model.state_dict()
     missing = [k for k in state if k not in tensors and not k.endswith(("embed_avg", "inited"))]
     if missing:
-        raise WeightsError(f"{path}: weights do not match the architecture (missing {missing[0]} and {len(missing) - 1} more)")
+        raise WeightsError(f"{path}: weights do not match the architecture "
+                           f"(missing {missing[0]} and {len(missing) - 1} more)")
     for name, target in state.items():
         if name in tensors:
             if tensors[name].shape != target.shape:
-                raise WeightsError(f"{path}: {name} has shape {tuple(tensors[name].shape)}, expected {tuple(target.shape)}")
+                raise WeightsError(f"{path}: {name} has shape {tuple(tensors[name].shape)}, "
+                                   f"expected {tuple(target.shape)}")
             target.copy_(tensors[name].to(target.dtype))
     for layer in model.quantizer.layers:
         layer.inited.fill_(1.0)

@@ -89,7 +89,9 @@ class EuclideanCodebook(nn.Module):
         self.epsilon = epsilon
         self.kmeans_iters = kmeans_iters
         self.threshold_ema_dead_code = threshold_ema_dead_code
-        embed = torch.zeros(codebook_size, dim) if kmeans_init else nn.init.kaiming_uniform_(torch.empty(codebook_size, dim))
+        embed = torch.zeros(codebook_size, dim)
+        if not kmeans_init:
+            embed = nn.init.kaiming_uniform_(torch.empty(codebook_size, dim))
         self.register_buffer("inited", torch.tensor([float(not kmeans_init)]))
         self.register_buffer("cluster_size", torch.zeros(codebook_size))
         self.register_buffer("embed", embed)

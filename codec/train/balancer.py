@@ -19,7 +19,8 @@ class Balancer:
     eps: floor on the norms.
     """
 
-    def __init__(self, weights: dict[str, float], total_norm: float = 1.0, ema_decay: float = 0.999, eps: float = 1e-12):
+    def __init__(self, weights: dict[str, float], total_norm: float = 1.0, ema_decay: float = 0.999,
+                 eps: float = 1e-12):
         self.weights = dict(weights)
         self.total_norm = total_norm
         self.ema_decay = ema_decay

@@ -16,7 +16,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="run directory (checkpoints, log.csv, valid.csv)")
     p.add_argument("--config", help="JSON file with TrainConfig fields")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one TrainConfig field (JSON value), e.g. --set batch_size=16 --set model='{\"dim\":128}'")
+                   help="override one TrainConfig field (JSON value), e.g. --set batch_size=16 "
+                        "--set model='{\"dim\":128}'")
     p.add_argument("--steps", type=int, help="train until this step")
     p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this much wall time")
     p.add_argument("--init", help="start from these weights (e.g. codec/weights/default.safetensors)")

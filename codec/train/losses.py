@@ -58,7 +58,8 @@ def time_l1_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor
 
 
 def hinge_discriminator_loss(real_logits: list[torch.Tensor], fake_logits: list[torch.Tensor]) -> torch.Tensor:
-    """Hinge loss for the discriminator: mean(relu(1 - D(x))) + mean(relu(1 + D(G(z)))), averaged over sub-discriminators."""
+    """Hinge loss for the discriminator: mean(relu(1 - D(x))) + mean(relu(1 + D(G(z)))), averaged over
+    sub-discriminators."""
     loss = real_logits[0].new_zeros(())
     for real, fake in zip(real_logits, fake_logits, strict=True):
         loss = loss + F.relu(1 - real).mean() + F.relu(1 + fake).mean()
@@ -70,7 +71,8 @@ def hinge_generator_loss(fake_logits: list[torch.Tensor]) -> torch.Tensor:
     return sum(F.relu(1 - fake).mean() for fake in fake_logits) / len(fake_logits)
 
 
-def feature_matching_loss(real_features: list[list[torch.Tensor]], fake_features: list[list[torch.Tensor]]) -> torch.Tensor:
+def feature_matching_loss(real_features: list[list[torch.Tensor]],
+                          fake_features: list[list[torch.Tensor]]) -> torch.Tensor:
     """Relative L1 between discriminator feature maps of real and generated audio (EnCodec's normalisation)."""
     loss, count = None, 0
     for real_maps, fake_maps in zip(real_features, fake_features, strict=True):

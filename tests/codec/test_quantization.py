@@ -30,7 +30,7 @@ def test_encode_decode_shapes_and_error_falls_with_more_codebooks():
         assert codes.shape == (4, k, 200) and codes.dtype == torch.long
         assert int(codes.min()) >= 0 and int(codes.max()) < 32
         errors.append((rvq.decode(codes) - data).pow(2).mean().item())
-    assert all(a > b for a, b in zip(errors, errors[1:])), errors
+    assert all(a > b for a, b in zip(errors, errors[1:], strict=False)), errors
 
 
 def test_forward_matches_encode_decode_in_eval():
