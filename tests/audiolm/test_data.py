@@ -5,7 +5,7 @@ import csv
 import pyarrow.parquet as pq
 import pytest
 import torch
-from lm_helpers import BANDWIDTH, make_shards, periodic_codes, write_clip
+from tests.audiolm.lm_helpers import BANDWIDTH, make_shards, periodic_codes, write_clip
 
 import audiolm.cli_tokens as cli_tokens
 from audiolm.__main__ import main

@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from lm_helpers import make_shards, periodic_codes, tiny_base
+from tests.audiolm.lm_helpers import make_shards, periodic_codes, tiny_base
 
 from audiolm.__main__ import main
 from audiolm.data import TokenDataset, TokenExample

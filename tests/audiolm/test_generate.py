@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from lm_helpers import periodic_codes, write_clip
+from tests.audiolm.lm_helpers import periodic_codes, write_clip
 
 import audiolm.cli_tokens as cli_tokens
 from audiolm.__main__ import main

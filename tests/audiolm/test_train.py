@@ -4,7 +4,7 @@ import csv
 
 import pytest
 import torch
-from lm_helpers import make_shards, periodic_codes, tiny_base
+from tests.audiolm.lm_helpers import make_shards, periodic_codes, tiny_base
 from safetensors.torch import load_file
 
 import audiolm.train as train_module

@@ -91,7 +91,7 @@ def test_corrupted_truncated_and_foreign_containers(tiny_weights, speech_path, t
         _error(capsys)
         assert not (tmp_path / "x.wav").exists()
     other = tmp_path / "other.safetensors"
-    from conftest import tiny_frame_codec
+    from tests.conftest import tiny_frame_codec
 
     export_frame_codec(tiny_frame_codec(seed=1), other)
     assert run("decompress", ecdc, tmp_path / "x.wav", "--model", other) == 1

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from encodec_fixtures import meta_model, write_meta_checkpoint
+from tests.codec.encodec_fixtures import meta_model, write_meta_checkpoint
 
 from codec.errors import AudioError, BandwidthError, CodecError
 from codec.interface import EncodedAudio

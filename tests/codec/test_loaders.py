@@ -8,7 +8,7 @@ import pickle
 
 import pytest
 import torch
-from encodec_fixtures import META_FILES, hf_model, meta_model, write_hf_directory, write_meta_checkpoint
+from tests.codec.encodec_fixtures import META_FILES, hf_model, meta_model, write_hf_directory, write_meta_checkpoint
 
 from codec.errors import WeightsError
 from codec.loaders import (

@@ -31,7 +31,7 @@ def chromium(page: Path, profile: Path, *extra: str) -> tuple[str, list[str]]:
 
 @pytest.fixture(scope="module")
 def report_dir(tmp_path_factory):
-    from conftest import tiny_frame_codec
+    from tests.conftest import tiny_frame_codec
 
     folder = tmp_path_factory.mktemp("sweep")
     rng = np.random.default_rng(0)

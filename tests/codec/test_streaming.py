@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from encodec_fixtures import write_meta_checkpoint
+from tests.codec.encodec_fixtures import write_meta_checkpoint
 
 from codec.errors import CodecError
 from codec.interface import EncodedAudio

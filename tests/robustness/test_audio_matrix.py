@@ -79,7 +79,7 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    from conftest import tiny_frame_codec
+    from tests.conftest import tiny_frame_codec
 
     from codec.models.weights import export_frame_codec
 

@@ -146,7 +146,7 @@ def test_audiolm_prepare_killed_at_a_random_moment_resumes_to_the_same_shards(tm
     result equals an uninterrupted run (every shard passes its page checksums; no temporary file is taken for one)."""
     pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
-    from conftest import tiny_frame_codec
+    from tests.conftest import tiny_frame_codec
 
     from audiolm.data import SHARD_GLOB, read_shard_record
     from codec.audio import write_audio
@@ -197,7 +197,7 @@ def test_audiolm_train_killed_at_a_random_moment_resumes_from_its_last_checkpoin
     the rerun resumes from it, reaches its target, and `log.csv` holds each training step once."""
     import importlib.util
 
-    from conftest import tiny_frame_codec
+    from tests.conftest import tiny_frame_codec
 
     from audiolm.data import PrepareConfig, prepare
     from audiolm.train import CHECKPOINT_DIR

@@ -51,8 +51,8 @@ def differing_codes(a: bytes, b: bytes) -> str:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, Path]:
-    from conftest import tiny_frame_codec
-    from encodec_fixtures import write_meta_checkpoint
+    from tests.conftest import tiny_frame_codec
+    from tests.codec.encodec_fixtures import write_meta_checkpoint
 
     from codec.models.weights import export_frame_codec
 

@@ -75,7 +75,7 @@ def test_load_codec_refuses_a_pickled_meta_checkpoint(tmp_path, marker, kind, su
 
 @pytest.mark.parametrize("kind", ["raw", "zip"])
 def test_load_codec_refuses_a_transformers_directory_with_pickled_bin(tmp_path, marker, kind):
-    from encodec_fixtures import hf_config
+    from tests.codec.encodec_fixtures import hf_config
 
     from codec.registry import load_codec
 
