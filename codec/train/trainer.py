@@ -284,7 +284,11 @@ class Trainer:
         self.init_codebooks()
         last_tick = time.time()
         while self.state.step < target:
-            log = self.train_step()
+            try:
+                log = self.train_step()
+            except KeyboardInterrupt:  # Ctrl-C: keep what the completed steps learnt
+                self.save_checkpoint()
+                raise
             now = time.time()
             self.state.elapsed += now - last_tick
             last_tick = now
