@@ -24,6 +24,7 @@ import multiprocessing
 import os
 import re
 import time
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, fields
@@ -723,6 +724,32 @@ def run_sweep(
     return result
 
 
+
+def summary_table(rows: list[dict]) -> str:
+    """Markdown table of means per kind x system x setting over `rows` (dicts of `results.csv` or `ResultRow.to_dict`):
+    measured kbps, PESQ-wb, STOI, SI-SDR (left out where meaningless), log-mel distance."""
+    metrics = ["file_kbps", "pesq_wb", "stoi", "si_sdr", "mel_distance"]
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        if r["family"] == "reference":
+            continue
+        groups[(r["kind"], r["family"] != "neural", r["system"], float(r["nominal_kbps"] or 0), r["setting"])].append(r)
+    lines = ["| audio | system | setting | kbps (file) | PESQ-wb | STOI | SI-SDR dB | mel dist |",
+             "|---|---|---|---|---|---|---|---|"]
+    for key in sorted(groups, key=lambda k: (k[0] != "speech", k[1], k[2], k[3])):
+        kind, _, system, _, setting = key
+        values = []
+        for m in metrics:
+            xs = [float(r[m]) for r in groups[key] if r.get(m) not in (None, "", "None")]
+            if m == "si_sdr":
+                xs = [float(r[m]) for r in groups[key] if r.get(m) not in (None, "", "None")
+                      and str(r.get("si_sdr_meaningful", "True")) == "True"]
+            digits = 2 if m in ("file_kbps", "pesq_wb", "si_sdr") else 3
+            values.append(f"{np.mean(xs):.{digits}f}" if xs else "–")
+        lines.append(f"| {kind} | {system} | {setting} | " + " | ".join(values) + " |")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------------------------------------- CLI
 def add_parser(sub) -> None:
     """Adds `codec sweep` to the CLI's subparsers."""
@@ -768,4 +795,5 @@ def _cli(args) -> int:
         for note in result.notes:
             print(f"note: {note}")
         print(f"report: {result.report_html}")
+        print(summary_table([row.to_dict() for row in result.rows]))
     return 0

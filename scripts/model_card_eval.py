@@ -17,7 +17,6 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,29 +46,6 @@ def excerpt(source: Path, target: Path, seconds: float) -> None:
     sf.write(target, data[start: start + n], rate, subtype="PCM_16")
 
 
-def summarise(rows: list[dict]) -> str:
-    metrics = ["file_kbps", "pesq_wb", "stoi", "si_sdr", "mel_distance"]
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for r in rows:
-        if r["family"] == "reference":
-            continue
-        groups[(r["kind"], r["family"] != "neural", r["system"], float(r["nominal_kbps"] or 0), r["setting"])].append(r)
-    lines = ["| audio | system | setting | kbps (file) | PESQ-wb | STOI | SI-SDR dB | mel dist |",
-             "|---|---|---|---|---|---|---|---|"]
-    for key in sorted(groups, key=lambda k: (k[0] != "speech", k[1], k[2], k[3])):
-        kind, _, system, _, setting = key
-        values = []
-        for m in metrics:
-            xs = [float(r[m]) for r in groups[key] if r.get(m) not in (None, "", "None")]
-            if m == "si_sdr":
-                xs = [float(r[m]) for r in groups[key] if r.get(m) not in (None, "", "None")
-                      and str(r.get("si_sdr_meaningful", "True")) == "True"]
-            digits = 2 if m in ("file_kbps", "pesq_wb", "si_sdr") else 3
-            values.append(f"{np.mean(xs):.{digits}f}" if xs else "–")
-        lines.append(f"| {kind} | {system} | {setting} | " + " | ".join(values) + " |")
-    return "\n".join(lines)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default")
@@ -84,7 +60,7 @@ def main() -> int:
 
     from codec import load_codec
     from codec.baselines import DEFAULT_SETTINGS
-    from codec.sweep import run_sweep
+    from codec.sweep import run_sweep, summary_table
 
     corpus = Path(args.corpus)
     if not (corpus / "manifest.csv").is_file():
@@ -107,7 +83,7 @@ def main() -> int:
                        baselines=[s for s in DEFAULT_SETTINGS if s.system in ("opus", "mp3", "codec2")])
     with open(out / "sweep" / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    table = summarise(rows)
+    table = summary_table(rows)
     (out / "table.md").write_text(table + "\n")
     print(table)
     del result

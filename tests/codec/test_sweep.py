@@ -207,3 +207,22 @@ def test_cli_sweep(tiny_weights, clips, tmp_path, capsys):
     assert main(["sweep", str(tmp_path / "nothing.wav"), "--report", str(out), "--quiet"]) == 1
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: ") and "no such file" in error and "\n" not in error
+
+
+def test_summary_table_means_per_system_and_setting():
+    from codec.sweep import summary_table
+
+    rows = [
+        {"kind": "speech", "family": "neural", "system": "default", "setting": "6 kbps", "nominal_kbps": "6",
+         "file_kbps": "6.2", "pesq_wb": "1.0", "stoi": "0.5", "si_sdr": "-1", "mel_distance": "0.4"},
+        {"kind": "speech", "family": "neural", "system": "default", "setting": "6 kbps", "nominal_kbps": "6",
+         "file_kbps": "6.4", "pesq_wb": "2.0", "stoi": "0.7", "si_sdr": "3", "mel_distance": "0.6"},
+        {"kind": "speech", "family": "baseline", "system": "codec2", "setting": "codec2 3.2k", "nominal_kbps": "3.2",
+         "file_kbps": "3.2", "pesq_wb": "1.4", "stoi": "0.8", "si_sdr": "-30", "si_sdr_meaningful": "False",
+         "mel_distance": "0.7"},
+        {"kind": "speech", "family": "reference", "system": "original", "setting": "", "nominal_kbps": ""},
+    ]
+    lines = summary_table(rows).splitlines()
+    assert lines[2] == "| speech | default | 6 kbps | 6.30 | 1.50 | 0.600 | 1.00 | 0.500 |"
+    assert lines[3] == "| speech | codec2 | codec2 3.2k | 3.20 | 1.40 | 0.800 | – | 0.700 |"
+    assert len(lines) == 4
