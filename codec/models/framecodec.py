@@ -41,6 +41,10 @@ class FrameCodecConfig:
     latent_dim: int = 128
     num_codebooks: int = 32
     codebook_size: int = 1024
+    # EMA usage below which a code is replaced. The expected usage of a code is (vectors per step) / 1024: about 0.6
+    # for batches of 8 one-second crops, so EnCodec's threshold of 2 (meant for far larger batches) would declare
+    # nearly every code dead at every step.
+    dead_code_threshold: float = 0.02
     bandwidths: tuple[float, ...] = field(default_factory=lambda: (1.5, 3.0, 6.0, 12.0, 24.0))
 
     @property
@@ -298,7 +302,7 @@ def frame_codec(config: FrameCodecConfig | None = None, weights: WeightsInfo | N
     decoder = ConvNeXtStack(config.latent_dim, 2 * bins, config.dim, config.intermediate_dim, config.decoder_layers,
                             config.kernel_size)
     quantizer = ResidualVectorQuantizer(config.latent_dim, config.num_codebooks, config.codebook_size,
-                                        kmeans_init=kmeans_init)
+                                        kmeans_init=kmeans_init, threshold_ema_dead_code=config.dead_code_threshold)
     return FrameCodec(config, encoder, quantizer, decoder, FrameSTFT(config.n_fft, config.hop_length), weights)
 
 

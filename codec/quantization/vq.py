@@ -137,10 +137,12 @@ class EuclideanCodebook(nn.Module):
             return 0
         fresh = _broadcast_(_sample_vectors(x, self.codebook_size))
         self.embed.copy_(torch.where(dead[:, None], fresh, self.embed))
-        # restart their statistics as a cluster of size `threshold` centred on the new vector
-        self.embed_avg.copy_(torch.where(dead[:, None], fresh * self.threshold_ema_dead_code, self.embed_avg))
-        self.cluster_size.copy_(torch.where(dead, torch.full_like(self.cluster_size, self.threshold_ema_dead_code),
-                                            self.cluster_size))
+        # restart their statistics as a cluster centred on the new vector, with a count well above the threshold: a
+        # restarted code gets a grace period (at decay 0.99, ~70 steps unused for the default threshold) instead of
+        # being declared dead, and replaced, again at the very next step
+        restart = max(1.0, 2.0 * self.threshold_ema_dead_code)
+        self.embed_avg.copy_(torch.where(dead[:, None], fresh * restart, self.embed_avg))
+        self.cluster_size.copy_(torch.where(dead, torch.full_like(self.cluster_size, restart), self.cluster_size))
         return num_dead
 
     @torch.no_grad()
@@ -161,11 +163,14 @@ class EuclideanCodebook(nn.Module):
         if self.training and not bool(self.inited.item()):
             self._init_from(x)
         indices = self.quantize(x)
+        vectors = self.decode(indices)  # before the update, as EnCodec does
         if self.training:
+            # Not re-quantising against the updated codebook matters: restarted codes are vectors of this very batch,
+            # so re-quantising would match the batch exactly and hand the next stage a zero residual; its codebook
+            # then learns zeros and the deep codebooks die (seen in an early run of the default codec).
             self._replace_dead_codes(x)
             self.update(x, indices)
-            indices = self.quantize(x)  # assignments against the updated codebook
-        return indices, self.decode(indices)
+        return indices, vectors
 
 
 @dataclass

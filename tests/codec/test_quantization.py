@@ -80,3 +80,17 @@ def test_kmeans_finds_separated_clusters():
     found, sizes = kmeans(samples, 3, iterations=20)
     assert sorted(sizes.tolist()) == [50.0, 50.0, 50.0]
     assert torch.cdist(centres, found).min(dim=1).values.max() < 0.1
+
+
+def test_training_pass_does_not_zero_the_next_stage():
+    """Dead codes are restarted from batch vectors; the stage must still pass on the residual of its codes from
+    before the restart, or the next stage sees zeros and learns a dead codebook."""
+    torch.manual_seed(0)
+    # more codes than vectors per batch and EnCodec's threshold: nearly every code is restarted at every step
+    rvq = ResidualVectorQuantizer(8, 3, 1024, kmeans_init=False, threshold_ema_dead_code=2.0)
+    rvq.train()
+    for _ in range(5):
+        rvq(torch.randn(2, 8, 100), 3)
+    deep = rvq.layers[2].embed
+    assert deep.pow(2).mean().sqrt() > 0.1  # learnt from a non-zero residual
+    assert (rvq.layers[0].cluster_size >= 0.5).all()  # restarted codes got a grace period, not a second death
