@@ -56,6 +56,8 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "reports" / "model_card"))
     parser.add_argument("--dnsmos", action="store_true", help="also DNSMOS (slow)")
     parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--spectrogram", help="also draw original / codec at 6 kbps / Opus 6k of the first speech "
+                        "clip to this PNG (the model card's picture: codec/weights/default_6kbps_spectrogram.png)")
     args = parser.parse_args()
 
     from codec import load_codec
@@ -87,7 +89,48 @@ def main() -> int:
     (out / "table.md").write_text(table + "\n")
     print(table)
     del result
+    if args.spectrogram:
+        speech = next(p for p in inputs if p.name.startswith("speech_"))
+        print(f"wrote {spectrogram_panels(codec, speech, Path(args.spectrogram))}")
     return 0
+
+
+def spectrogram_panels(codec, path: Path, target: Path) -> Path:
+    """Original, the codec at 6 kbps and Opus 6k of one clip, as three log-magnitude spectrograms."""
+    import matplotlib
+    import torch
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from codec.audio import convert_audio, read_audio
+    from codec.baselines import BaselineSetting, run_baseline
+
+    audio = read_audio(path)
+    wav = convert_audio(audio.wav, audio.sample_rate, codec.sample_rate, 1)
+    sr = codec.sample_rate
+    with torch.inference_mode():
+        ours = codec.decode(codec.encode(wav[None], 6.0))[0, :, : wav.shape[-1]]
+    panels = [("original", wav), (f"{codec.weights.name} at 6 kbps", ours)]
+    opus = run_baseline(BaselineSetting("opus", 6), wav, sr, speech=True)
+    if not opus.skipped:
+        panels.append(("Opus 6 kbps", opus.wav))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.6 * len(panels)), sharex=True)
+    n_fft, hop = 1024, 256
+    for ax, (title, signal) in zip(axes, panels):
+        spec = torch.stft(signal[0].float(), n_fft, hop, window=torch.hann_window(n_fft), return_complex=True).abs()
+        db = 20 * torch.log10(spec.clamp_min(1e-5))
+        extent = (0, signal.shape[-1] / sr, 0, sr / 2000)
+        ax.imshow(db.numpy(), origin="lower", aspect="auto", extent=extent, vmin=float(db.max()) - 80, cmap="magma")
+        ax.set(ylabel="kHz", title=f"{title}: {path.name} (held out)")
+    axes[-1].set(xlabel="seconds")
+    fig.tight_layout()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.stem}.part.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    tmp.replace(target)
+    return target
 
 
 if __name__ == "__main__":

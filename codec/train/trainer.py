@@ -77,6 +77,10 @@ class Trainer:
         self.quiet = quiet
         self.accelerator = Accelerator(cpu=device == "cpu")
         self.device = self.accelerator.device
+        if self.device.type == "cuda":  # TF32 matmuls/convs and tuned conv kernels (crops have a fixed size)
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+            torch.backends.cudnn.benchmark = True
         torch.manual_seed(config.seed)
         random.seed(config.seed)
         self.model = build_model(config)
@@ -263,13 +267,28 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------------------------------
     def _append_csv(self, name: str, row: dict) -> None:
+        """Appends `row`; when it brings new columns (the discriminator's losses join mid-run), the file is rewritten
+        once with the union of the columns, so every row stays aligned with the header."""
         path = self.run_dir / name
-        new = not path.exists()
-        with open(path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(row))
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        header = None
+        if path.exists():
+            with open(path, newline="") as f:
+                header = next(csv.reader(f), None)
+        if header is not None and set(row) <= set(header):
+            with open(path, "a", newline="") as f:
+                csv.DictWriter(f, fieldnames=header, restval="").writerow(row)
+            return
+        rows = []
+        if header is not None:
+            with open(path, newline="") as f:
+                rows = list(csv.DictReader(f))
+        fieldnames = list(header or []) + [k for k in row if k not in (header or [])]
+        tmp = path.with_name(name + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fieldnames, restval="")
+            writer.writeheader()
+            writer.writerows(rows + [row])
+        os.replace(tmp, path)
 
     def fit(self, steps: int | None = None, max_seconds: float | None = None) -> TrainState:
         """Trains until `steps` (default: config.steps) or `max_seconds` of wall time, checkpointing as it goes."""
@@ -281,6 +300,7 @@ class Trainer:
         bar = tqdm(total=target, initial=start_step, disable=self.quiet or not self.accelerator.is_main_process,
                    desc="codec train", dynamic_ncols=True)
         running: dict[str, float] = {}
+        counts: dict[str, int] = {}  # per key: a run resumed mid-interval, or the discriminator joining, logs fewer
         self.init_codebooks()
         last_tick = time.time()
         while self.state.step < target:
@@ -294,13 +314,13 @@ class Trainer:
             last_tick = now
             for k, v in log.items():
                 running[k] = running.get(k, 0.0) + v
+                counts[k] = counts.get(k, 0) + 1
             step = self.state.step
             bar.update(1)
             if step % config.log_every == 0 and self.accelerator.is_main_process:
-                n = config.log_every
                 row = {"step": step, "elapsed_s": round(self.state.elapsed, 1)}
-                row.update({k: round(v / n, 5) for k, v in sorted(running.items())})
-                running = {}
+                row.update({k: round(v / counts[k], 5) for k, v in sorted(running.items())})
+                running, counts = {}, {}
                 self._append_csv("log.csv", row)
                 bar.set_postfix(mel=row.get("mel"), spec=row.get("spec"))
             if step % config.valid_every == 0 and self.accelerator.is_main_process:

@@ -1,5 +1,6 @@
 """One-iteration smoke tests of the training recipe, resume, and crash-safe checkpoints."""
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,12 @@ def test_one_iteration_then_resume_equals_uninterrupted(tmp_path):
     torch.set_num_threads(1)
     straight = Trainer(TINY, SAMPLES, tmp_path / "a", device="cpu", quiet=True)
     straight.fit(steps=2)
-    assert (tmp_path / "a" / "log.csv").read_text().count("\n") == 3  # header + 2 steps
+    with open(tmp_path / "a" / "log.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["step"] for r in rows] == ["1", "2"]
+    # the discriminator joins at step 1 (after one step): its columns are added and every row stays aligned
+    assert rows[0]["disc"] == "" and float(rows[1]["disc"]) > 0
+    assert all(float(r["mel"]) > 0 and 0 < float(r["usage"]) <= 1 for r in rows)
     first = Trainer(TINY, SAMPLES, tmp_path / "b", device="cpu", quiet=True)
     first.fit(steps=1)
     resumed = Trainer(TINY, SAMPLES, tmp_path / "b", device="cpu", quiet=True)
