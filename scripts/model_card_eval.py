@@ -117,7 +117,7 @@ def spectrogram_panels(codec, path: Path, target: Path) -> Path:
         panels.append(("Opus 6 kbps", opus.wav))
     fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.6 * len(panels)), sharex=True)
     n_fft, hop = 1024, 256
-    for ax, (title, signal) in zip(axes, panels):
+    for ax, (title, signal) in zip(axes, panels, strict=True):
         spec = torch.stft(signal[0].float(), n_fft, hop, window=torch.hann_window(n_fft), return_complex=True).abs()
         db = 20 * torch.log10(spec.clamp_min(1e-5))
         extent = (0, signal.shape[-1] / sr, 0, sr / 2000)

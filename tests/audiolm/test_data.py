@@ -5,7 +5,6 @@ import csv
 import pyarrow.parquet as pq
 import pytest
 import torch
-from tests.audiolm.lm_helpers import BANDWIDTH, make_shards, periodic_codes, write_clip
 
 import audiolm.cli_tokens as cli_tokens
 from audiolm.__main__ import main
@@ -19,6 +18,7 @@ from audiolm.data import (
     read_shard_record,
 )
 from codec.audio import load_for_model
+from tests.audiolm.lm_helpers import BANDWIDTH, make_shards, periodic_codes, write_clip
 
 
 def clips(n: int = 5) -> dict[str, torch.Tensor]:

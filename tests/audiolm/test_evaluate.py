@@ -5,12 +5,12 @@ import math
 
 import pytest
 import torch
-from tests.audiolm.lm_helpers import make_shards, periodic_codes, tiny_base
 
 from audiolm.__main__ import main
 from audiolm.data import TokenDataset, TokenExample
 from audiolm.evaluate import bits_per_second, evaluate, ngram_baselines
 from audiolm.train import TrainConfig, train
+from tests.audiolm.lm_helpers import make_shards, periodic_codes, tiny_base
 
 
 def dataset(*codes, card=4):

@@ -5,7 +5,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from tests.audiolm.lm_helpers import periodic_codes, write_clip
 
 import audiolm.cli_tokens as cli_tokens
 from audiolm.__main__ import main
@@ -14,6 +13,7 @@ from audiolm.model import BridgeConfig, extend_model, restricted_logits, save_br
 from audiolm.patterns import get_pattern
 from audiolm.vocab import AudioVocab
 from codec.audio import load_for_model
+from tests.audiolm.lm_helpers import periodic_codes, write_clip
 
 K = 3
 

@@ -4,7 +4,6 @@ import csv
 
 import pytest
 import torch
-from tests.audiolm.lm_helpers import make_shards, periodic_codes, tiny_base
 from safetensors.torch import load_file
 
 import audiolm.train as train_module
@@ -24,6 +23,7 @@ from audiolm.train import (
     train,
 )
 from audiolm.vocab import AudioVocab
+from tests.audiolm.lm_helpers import make_shards, periodic_codes, tiny_base
 
 
 @pytest.fixture

@@ -6,13 +6,13 @@ import math
 
 import pytest
 import torch
-from tests.codec.encodec_fixtures import meta_model, write_meta_checkpoint
 
 from codec.errors import AudioError, BandwidthError, CodecError
 from codec.interface import EncodedAudio
 from codec.loaders import load_meta_checkpoint
 from codec.models import encodec_24khz, encodec_48khz
 from codec.models.encodec import linear_overlap_add
+from tests.codec.encodec_fixtures import meta_model, write_meta_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import pickle
 
 import pytest
 import torch
-from tests.codec.encodec_fixtures import META_FILES, hf_model, meta_model, write_hf_directory, write_meta_checkpoint
 
 from codec.errors import WeightsError
 from codec.loaders import (
@@ -18,6 +17,7 @@ from codec.loaders import (
     load_meta_checkpoint,
     lookup_locations,
 )
+from tests.codec.encodec_fixtures import META_FILES, hf_model, meta_model, write_hf_directory, write_meta_checkpoint
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.codec.encodec_fixtures import write_meta_checkpoint
 
 from codec.errors import CodecError
 from codec.interface import EncodedAudio
@@ -24,6 +23,7 @@ from codec.streaming import (
     iter_decode_segments,
     iter_encode_segments,
 )
+from tests.codec.encodec_fixtures import write_meta_checkpoint
 
 
 @pytest.fixture(scope="module")

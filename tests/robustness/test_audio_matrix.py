@@ -79,9 +79,8 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    from tests.conftest import tiny_frame_codec
-
     from codec.models.weights import export_frame_codec
+    from tests.conftest import tiny_frame_codec
 
     path = tmp_path_factory.mktemp("tiny") / "tiny.safetensors"
     export_frame_codec(tiny_frame_codec(), path)

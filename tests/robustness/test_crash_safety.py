@@ -146,11 +146,11 @@ def test_audiolm_prepare_killed_at_a_random_moment_resumes_to_the_same_shards(tm
     result equals an uninterrupted run (every shard passes its page checksums; no temporary file is taken for one)."""
     pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
-    from tests.conftest import tiny_frame_codec
 
     from audiolm.data import SHARD_GLOB, read_shard_record
     from codec.audio import write_audio
     from codec.models.weights import export_frame_codec
+    from tests.conftest import tiny_frame_codec
 
     seed = int(os.environ.get("CRASH_SEED", random.randrange(1 << 30)))
     weights = tmp_path / "tiny.safetensors"
@@ -197,11 +197,10 @@ def test_audiolm_train_killed_at_a_random_moment_resumes_from_its_last_checkpoin
     the rerun resumes from it, reaches its target, and `log.csv` holds each training step once."""
     import importlib.util
 
-    from tests.conftest import tiny_frame_codec
-
     from audiolm.data import PrepareConfig, prepare
     from audiolm.train import CHECKPOINT_DIR
     from codec.audio import write_audio
+    from tests.conftest import tiny_frame_codec
 
     spec = importlib.util.spec_from_file_location("audiolm_fixtures", ROOT / "tests" / "audiolm" / "conftest.py")
     fixtures = importlib.util.module_from_spec(spec)

@@ -51,10 +51,9 @@ def differing_codes(a: bytes, b: bytes) -> str:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, Path]:
-    from tests.conftest import tiny_frame_codec
-    from tests.codec.encodec_fixtures import write_meta_checkpoint
-
     from codec.models.weights import export_frame_codec
+    from tests.codec.encodec_fixtures import write_meta_checkpoint
+    from tests.conftest import tiny_frame_codec
 
     folder = tmp_path_factory.mktemp("models")
     export_frame_codec(tiny_frame_codec(), folder / "tiny.safetensors")

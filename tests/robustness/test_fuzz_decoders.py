@@ -204,12 +204,11 @@ def test_newer_format_version_is_refused():
 @pytest.fixture(scope="module")
 def tiny_file(tmp_path_factory):
     """A tiny codec's weights and a valid 0.3 s `.ecdc` it made: (weights, ecdc bytes)."""
-    from tests.conftest import tiny_frame_codec
-
     from codec.audio import write_audio
     from codec.models.weights import export_frame_codec
     from codec.pipeline import compress
     from codec.registry import load_codec
+    from tests.conftest import tiny_frame_codec
 
     folder = tmp_path_factory.mktemp("tiny")
     weights = folder / "tiny.safetensors"

@@ -3,8 +3,9 @@
 A harness fails on any exception other than the project's own errors, on an input that runs longer than 10 s
 (`-timeout`, a hang), on a single allocation over 2 GB (`-malloc_limit_mb`, one that follows a forged length) and
 when the process grows past 4 GB (`-rss_limit_mb`; the harness itself, torch included, sits near 0.6-0.7 GB, but a
-CI run on a loaded machine once reported 2.3 GB without any large allocation). The crashing input is then in the test's tmp folder and its bytes are printed. Skipped when atheris is not
-installed (`pip install atheris`, part of the `test` extra on Linux).
+CI run on a loaded machine once reported 2.3 GB without any large allocation). The crashing input is then in the
+test's tmp folder and its bytes are printed. Skipped when atheris is not installed (`pip install atheris`, part of
+the `test` extra on Linux).
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ def test_harness_finds_nothing(harness, tmp_path):
     if harness == "fuzz_ecdc.py":
         subprocess.run([sys.executable, str(FUZZ / harness), "--write-seeds", str(corpus)], env=env, check=True,
                        timeout=300)
-    flags = [f"-max_total_time={SECONDS}", "-rss_limit_mb=4096", "-malloc_limit_mb=2048", "-timeout=10", "-max_len=4096",
-             f"-artifact_prefix={artifacts}/"]
+    flags = [f"-max_total_time={SECONDS}", "-rss_limit_mb=4096", "-malloc_limit_mb=2048", "-timeout=10",
+             "-max_len=4096", f"-artifact_prefix={artifacts}/"]
     done = subprocess.run([sys.executable, str(FUZZ / harness), *flags, str(corpus)], env=env, capture_output=True,
                           text=True, timeout=SECONDS + 300)
     found = {p.name: p.read_bytes()[:200] for p in artifacts.iterdir()}

@@ -75,9 +75,8 @@ def test_load_codec_refuses_a_pickled_meta_checkpoint(tmp_path, marker, kind, su
 
 @pytest.mark.parametrize("kind", ["raw", "zip"])
 def test_load_codec_refuses_a_transformers_directory_with_pickled_bin(tmp_path, marker, kind):
-    from tests.codec.encodec_fixtures import hf_config
-
     from codec.registry import load_codec
+    from tests.codec.encodec_fixtures import hf_config
 
     directory = tmp_path / "hf"
     write_evil(directory / "pytorch_model.bin", marker, kind)
