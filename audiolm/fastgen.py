@@ -107,12 +107,27 @@ class FastDecoder:
         for layer_type in set(config.layer_types):
             inv_freq = getattr(rotary, f"{layer_type}_inv_freq")
             scaling = getattr(rotary, f"{layer_type}_attention_scaling")
-            self.rope[layer_type] = _rope_tables(inv_freq, scaling, max_len, self.dtype)
+            cos, sin = _rope_tables(inv_freq.cpu(), scaling, max_len, self.dtype)
+            self.rope[layer_type] = (cos.to(self.embed.device), sin.to(self.embed.device))
         shape = (len(self.layers), batch, self.num_kv_heads, max_len, self.head_dim)
-        self.keys = torch.zeros(shape, dtype=self.dtype)
-        self.values = torch.zeros(shape, dtype=self.dtype)
+        self.keys = torch.zeros(shape, dtype=self.dtype, device=self.embed.device)
+        self.values = torch.zeros(shape, dtype=self.dtype, device=self.embed.device)
         self.length = 0
         self._heads: dict[int, torch.Tensor] = {}
+
+    @staticmethod
+    def supports(model: Any) -> bool:
+        """True for a plain transformers Gemma 3 causal LM (what `audiolm train` exports: LoRA merged). Models with
+        adapters or other wrappers (their layers would not be plain Linear weights) and stand-ins are not."""
+        body = getattr(model, "model", None)
+        layers = getattr(body, "layers", None)
+        if layers is None or not hasattr(body, "rotary_emb") or not hasattr(model.config, "layer_types"):
+            return False
+        if any("lora" in type(m).__name__.lower() for m in model.modules()):
+            return False
+        needed = ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm")
+        return all(isinstance(getattr(layer.self_attn, name, None), torch.nn.Module) for layer in layers
+                   for name in needed)
 
     # -- prefill ------------------------------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -206,7 +221,7 @@ class FastDecoder:
         pick = pick or (lambda logits: logits.argmax(-1))
         if input_ids.shape[1] + num_tokens > self.max_len:
             raise ValueError(f"{input_ids.shape[1]} + {num_tokens} tokens exceed max_len={self.max_len}")
-        out = torch.empty(self.batch, num_tokens, dtype=torch.long)
+        out = torch.empty(self.batch, num_tokens, dtype=torch.long, device=self.embed.device)
         hidden = self.prefill(input_ids)
         for i in range(num_tokens):
             key = key_of_step(i)

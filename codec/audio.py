@@ -14,7 +14,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -333,6 +333,33 @@ def write_audio(
     `.ogg` (Vorbis), `.mp3` (MPEG layer III). Unknown suffixes, NaN/Inf samples or an invalid subtype raise
     `AudioError`. Overwrites an existing file unless `force` is false; never overwrites one of `inputs`.
     """
+    return write_audio_blocks(path, [wav], sample_rate, subtype=subtype, force=force, inputs=inputs)
+
+
+def _block_array(path: Path, wav: torch.Tensor | np.ndarray, channels: int | None) -> np.ndarray:
+    data = wav.detach().cpu().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav)
+    if data.ndim == 1:
+        data = data[None]
+    if data.ndim != 2 or (channels is not None and data.shape[0] != channels):
+        raise AudioError(f"{path}: expected a waveform [C, S], got shape {list(data.shape)}")
+    if not np.isfinite(data).all():
+        raise AudioError(f"{path}: refusing to write {int((~np.isfinite(data)).sum())} NaN or Inf samples")
+    return np.clip(data.astype(np.float32, copy=False), -1.0, 1.0).T  # [S, C]
+
+
+def write_audio_blocks(
+    path: PathLike,
+    blocks: Iterable[torch.Tensor | np.ndarray],
+    sample_rate: int,
+    subtype: str | None = None,
+    force: bool = True,
+    inputs: Sequence[PathLike] | None = None,
+) -> Path:
+    """`write_audio` for a waveform that arrives in consecutive blocks `[C, s_i]`: memory holds one block at a time.
+
+    Same formats, checks and atomicity: a bad block (NaN/Inf, another channel count) or an exception raised by the
+    iterator itself leaves no output and no temporary file. At least one block must come (it fixes the channels).
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in WRITE_FORMATS:
@@ -342,17 +369,18 @@ def write_audio(
     subtype = (subtype or default_subtype).upper()
     if not sf.check_format(file_format, subtype):
         raise AudioError(f"{path}: subtype {subtype} is not valid for {file_format} files")
-    data = wav.detach().cpu().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav)
-    if data.ndim == 1:
-        data = data[None]
-    if data.ndim != 2:
-        raise AudioError(f"{path}: expected a waveform [C, S], got shape {list(data.shape)}")
-    if not np.isfinite(data).all():
-        raise AudioError(f"{path}: refusing to write {int((~np.isfinite(data)).sum())} NaN or Inf samples")
-    data = np.clip(data.astype(np.float32, copy=False), -1.0, 1.0).T  # [S, C]
+    iterator = iter(blocks)
+    first = next(iterator, None)
+    if first is None:
+        raise AudioError(f"{path}: nothing to write")
+    data = _block_array(path, first, None)
+    channels = data.shape[1]
     with atomic_output(path, force=force, inputs=inputs) as temp:
         try:
-            sf.write(str(temp), data, int(sample_rate), subtype=subtype, format=file_format)
+            with sf.SoundFile(str(temp), "w", int(sample_rate), channels, subtype=subtype, format=file_format) as f:
+                f.write(data)
+                for block in iterator:
+                    f.write(_block_array(path, block, channels))
         except (sf.LibsndfileError, RuntimeError, ValueError) as error:
             raise AudioError(f"{path}: cannot write it ({_one_line(error)})") from error
     return path

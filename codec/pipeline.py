@@ -1,19 +1,31 @@
 """File-level operations behind the CLI: compress, decompress, roundtrip. Outputs are always written atomically.
 
 Memory stays bounded by the codecs themselves: Meta's causal 24 kHz model is streamed (`codec.streaming`), the 48 kHz
-model works segment by segment, and the default codec runs in overlapping chunks.
+model works segment by segment, and the default codec runs in overlapping chunks. `compress` and `decompress` also
+read and write the audio file in blocks when the codec can take it that way (the default codec and Meta's causal
+24 kHz model) and the file is at the codec's sample rate, so memory does not grow with the input's length; other
+cases (resampling, the 48 kHz model) hold the waveform once.
 """
 
 from __future__ import annotations
 
 import io
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from .audio import atomic_output, audio_info, convert_audio, load_for_model, write_audio
+from .audio import (
+    atomic_output,
+    audio_info,
+    convert_audio,
+    load_for_model,
+    stream_audio,
+    write_audio,
+    write_audio_blocks,
+)
 from .container import EcdcHeader, check_weights, read_ecdc, write_ecdc
 from .errors import ContainerError
 from .interface import Codec, EncodedAudio
@@ -99,18 +111,66 @@ class CompressReport:
         return asdict(self)
 
 
+def _streams_files(codec: Codec, seconds: float) -> bool:
+    """Whether a file of `seconds` goes through the block path. It gives exactly what `encode` / `decode` give: the
+    frame codec's block methods equal its whole-signal ones, and Meta's causal model is streamed in the same 10 s
+    chunks either way once the input is longer than that (shorter inputs take the whole-signal call)."""
+    return hasattr(codec, "encode_blocks") or (_is_streamable(codec) and seconds > STREAM_CHUNK_SECONDS)
+
+
+def _encode_file(codec: Codec, source: str | Path, bandwidth: float) -> tuple[EncodedAudio, float]:
+    """Encode a file (read in blocks where the codec allows; see the module docstring); returns (codes, seconds of
+    compute, file reading excluded where it can be)."""
+    info = audio_info(source)
+    if info.sample_rate == codec.sample_rate and _streams_files(codec, info.num_samples / info.sample_rate):
+        rate = codec.sample_rate
+        spent = 0.0  # minus the time spent reading the file
+
+        def blocks() -> Iterator[torch.Tensor]:
+            nonlocal spent
+            reader = stream_audio(source, int(STREAM_CHUNK_SECONDS * rate))
+            while True:
+                began = time.perf_counter()
+                block = next(reader, None)
+                if block is None:
+                    return
+                wav = convert_audio(block, rate, rate, codec.channels)[None]  # channel mix only: per sample
+                spent -= time.perf_counter() - began
+                yield wav
+
+        start = time.perf_counter()
+        with torch.inference_mode():
+            if hasattr(codec, "encode_blocks"):
+                encoded = codec.encode_blocks(blocks(), bandwidth)
+            else:
+                from .streaming import encode_stream
+
+                length = 0
+
+                def counted() -> Iterator[torch.Tensor]:
+                    nonlocal length
+                    for wav in blocks():
+                        length += wav.shape[-1]
+                        yield wav
+
+                codes = [piece.codes for piece in encode_stream(codec, counted(), bandwidth)]  # type: ignore[arg-type]
+                encoded = EncodedAudio(codes=torch.cat(codes, dim=-1), length=length)
+        return encoded, spent + time.perf_counter() - start
+    wav, _ = load_for_model(source, codec.sample_rate, codec.channels)
+    start = time.perf_counter()
+    encoded = encode(codec, wav, bandwidth)
+    return encoded, time.perf_counter() - start
+
+
 def compress(codec: Codec, source: str | Path, output: str | Path, bandwidth: float, force: bool = False
              ) -> CompressReport:
     num_codebooks = codec.codebooks_for(bandwidth)  # check the bandwidth before reading anything
     with atomic_output(output, force=force, inputs=[source]) as tmp:
-        wav, _ = load_for_model(source, codec.sample_rate, codec.channels)
-        start = time.perf_counter()
-        encoded = encode(codec, wav, bandwidth)
-        seconds = time.perf_counter() - start
+        encoded, seconds = _encode_file(codec, source, bandwidth)
         with open(tmp, "wb") as fo:
             write_container(codec, encoded, fo)
         size = Path(tmp).stat().st_size
-    duration = wav.shape[-1] / codec.sample_rate
+    duration = encoded.length / codec.sample_rate
     return CompressReport(str(source), str(output), codec.weights.name, codec.weights.sha256, bandwidth, num_codebooks,
                           duration, size, codec.bandwidth_for(num_codebooks), size * 8 / 1000 / max(duration, 1e-9),
                           duration / max(seconds, 1e-9))
@@ -131,6 +191,22 @@ class DecompressReport:
         return asdict(self)
 
 
+def _decoded_blocks(codec: Codec, encoded: EncodedAudio) -> Iterator[torch.Tensor]:
+    """The decoded waveform as pieces `[C, s_i]`, from codecs that decode piecewise."""
+    with torch.inference_mode():
+        if hasattr(codec, "iter_decode"):
+            pieces = codec.iter_decode(encoded)
+        else:
+            from .streaming import decode_stream
+
+            step = int(STREAM_CHUNK_SECONDS * codec.frame_rate)
+            frames = encoded.codes.shape[-1]
+            chunks = (encoded.codes[..., i: i + step] for i in range(0, frames, step))
+            pieces = decode_stream(codec, chunks, encoded.length)  # type: ignore[arg-type]
+        for piece in pieces:
+            yield piece[0]
+
+
 def decompress(codec: Codec, source: str | Path, output: str | Path, rate: int | None = None, force: bool = False
                ) -> DecompressReport:
     with atomic_output(output, force=force, inputs=[source]) as tmp:
@@ -140,13 +216,27 @@ def decompress(codec: Codec, source: str | Path, output: str | Path, rate: int |
             raise ContainerError(f"{source}: cannot open ({exc.strerror})") from None
         with fo:
             encoded = read_container(codec, fo)
-        start = time.perf_counter()
-        wav = decode(codec, encoded)[0]
-        seconds = time.perf_counter() - start
         out_rate = rate or codec.sample_rate
-        if out_rate != codec.sample_rate:
-            wav = convert_audio(wav, codec.sample_rate, out_rate, wav.shape[0])
-        write_audio(tmp, wav, out_rate)
+        start = time.perf_counter()
+        frames = encoded.codes.shape[-1]
+        if out_rate == codec.sample_rate and frames and _streams_files(codec, frames / codec.frame_rate):
+            spent = 0.0
+
+            def timed() -> Iterator[torch.Tensor]:
+                nonlocal spent
+                for piece in _decoded_blocks(codec, encoded):
+                    began = time.perf_counter()
+                    yield piece
+                    spent -= time.perf_counter() - began  # time spent writing the block
+
+            write_audio_blocks(tmp, timed(), out_rate)
+            seconds = spent + time.perf_counter() - start
+        else:
+            wav = decode(codec, encoded)[0]
+            seconds = time.perf_counter() - start
+            if out_rate != codec.sample_rate:
+                wav = convert_audio(wav, codec.sample_rate, out_rate, wav.shape[0])
+            write_audio(tmp, wav, out_rate)
     duration = encoded.length / codec.sample_rate if encoded.length else 0.0
     return DecompressReport(str(source), str(output), codec.weights.name, codec.weights.sha256,
                             encoded.codes.shape[1], duration, out_rate, duration / max(seconds, 1e-9))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
@@ -253,34 +254,75 @@ class FrameCodec(nn.Module, Codec):
 
     @torch.inference_mode()
     def encode(self, wav: torch.Tensor, bandwidth: float) -> EncodedAudio:
+        return self.encode_blocks([wav], bandwidth)
+
+    @torch.inference_mode()
+    def encode_blocks(self, blocks: Iterable[torch.Tensor], bandwidth: float) -> EncodedAudio:
+        """Encode a waveform that arrives in consecutive blocks `[B, 1, s_i]` (any sizes), holding at most one chunk
+        plus its context and one block in memory. The codes equal `encode` of the concatenated blocks exactly: every
+        chunk sees the same samples (the same zero padding at the end) either way."""
         num_codebooks = self.codebooks_for(bandwidth)
         hop = self.config.hop_length
-        length = wav.shape[-1]
-        wav = self._pad(wav)
-        total = wav.shape[-1] // hop
         context = self._context()[0]
+        buffer: torch.Tensor | None = None  # samples from frame `offset` * hop on
+        offset = 0  # first frame the buffer holds
+        length = 0
+        start = 0  # next chunk to encode
         pieces = []
-        for start in range(0, max(total, 1), self.chunk_frames):
+        empty = torch.zeros(1, 1, 0)
+
+        def encode_chunk(total: int) -> None:
+            nonlocal buffer, offset, start
             stop = min(start + self.chunk_frames, total)
             lo, hi = max(0, start - context), min(total, stop + context)
-            latent = self.analyse(wav[..., lo * hop: hi * hop])[..., start - lo: stop - lo]
+            window = buffer[..., (lo - offset) * hop: (hi - offset) * hop]
+            latent = self.analyse(window)[..., start - lo: stop - lo]
             pieces.append(self.quantizer.encode(latent, num_codebooks))
+            start = stop
+            keep = max(0, start - context)  # the next chunk's first frame of context
+            buffer, offset = buffer[..., (keep - offset) * hop:], keep
+
+        for block in blocks:
+            if block.shape[-1] == 0:
+                empty = block
+                continue
+            length += block.shape[-1]
+            buffer = block if buffer is None else torch.cat([buffer, block], dim=-1)
+            # a chunk is ready once its right context has arrived (frames beyond it may still come)
+            while (offset * hop + buffer.shape[-1]) // hop >= start + self.chunk_frames + context:
+                encode_chunk(total=start + self.chunk_frames + context)
+        if buffer is None:  # no samples at all
+            return EncodedAudio(codes=torch.zeros(empty.shape[0], num_codebooks, 0, dtype=torch.long), length=0)
+        buffer = F.pad(buffer, (0, (-length) % hop))
+        total = -(-length // hop)
+        while start < total or not pieces:
+            encode_chunk(total)
         return EncodedAudio(codes=torch.cat(pieces, dim=-1), length=length)
 
     @torch.inference_mode()
     def decode(self, encoded: EncodedAudio) -> torch.Tensor:
         codes = encoded.codes
+        pieces = list(self.iter_decode(encoded))
+        return torch.cat(pieces, dim=-1) if pieces else codes.new_zeros(codes.shape[0], 1, 0, dtype=torch.float32)
+
+    @torch.inference_mode()
+    def iter_decode(self, encoded: EncodedAudio) -> Iterator[torch.Tensor]:
+        """The decoded waveform as consecutive pieces `[B, 1, s_i]` (one per chunk), trimmed to `encoded.length`."""
+        codes = encoded.codes
         total = codes.shape[-1]
         context = self._context()[1]
-        pieces = []
         hop = self.config.hop_length
+        emitted = 0
+        limit = encoded.length
         for start in range(0, total, self.chunk_frames):
             stop = min(start + self.chunk_frames, total)
             lo, hi = max(0, start - context), min(total, stop + context)
             wav = self.synthesise(self.quantizer.decode(codes[..., lo:hi]))
-            pieces.append(wav[..., (start - lo) * hop: (stop - lo) * hop])
-        wav = torch.cat(pieces, dim=-1) if pieces else codes.new_zeros(codes.shape[0], 1, 0, dtype=torch.float32)
-        return wav[..., : encoded.length] if encoded.length is not None else wav
+            piece = wav[..., (start - lo) * hop: (stop - lo) * hop]
+            if limit is not None:
+                piece = piece[..., : max(0, limit - emitted)]
+            emitted += piece.shape[-1]
+            yield piece
 
     def codebook_vectors(self) -> torch.Tensor:
         """[K, 1024, D] codebook vectors (used to initialise LM embeddings)."""

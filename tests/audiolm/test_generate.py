@@ -13,6 +13,7 @@ from audiolm.model import BridgeConfig, extend_model, restricted_logits, save_br
 from audiolm.patterns import get_pattern
 from audiolm.vocab import AudioVocab
 from codec.audio import load_for_model
+from codec.errors import CodecError
 from tests.audiolm.lm_helpers import periodic_codes, write_clip
 
 K = 3
@@ -171,3 +172,30 @@ def test_cli_generate_continues_the_prompt(tmp_path, run_dir, fake_codec, monkey
     assert main([*argv, "--force"]) == 1
     err = capsys.readouterr().err
     assert "its codes would be noise" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("pattern_name", ["flatten", "delay"])
+@pytest.mark.parametrize("sampling", [Sampling(temperature=0), Sampling(temperature=1.3, top_k=40, top_p=0.95, seed=5)])
+def test_fast_engine_gives_the_same_tokens_as_transformers(untrained, vocab, pattern_name, sampling):
+    from audiolm.fastgen import FastDecoder
+
+    assert FastDecoder.supports(untrained) and not FastDecoder.supports(StubLM(vocab))
+    pattern = get_pattern(pattern_name, K)
+    prompt = periodic_codes(3, K)
+    # 20 frames x 3 codebooks run well past the tiny model's sliding window (32 positions)
+    runs = [generate_codes(untrained, vocab, pattern, [2], 20, prompt, 3, sampling, min_new_frames=12, engine=e)
+            for e in ("fast", "transformers")]
+    for fast, slow in zip(runs[0].ids, runs[1].ids, strict=True):
+        assert torch.equal(fast, slow)
+    assert max(ids.numel() for ids in runs[0].ids) > 32
+    check_valid(runs[0], pattern, vocab, 20, prompt)
+
+
+def test_engine_choice_is_checked(untrained, vocab):
+    pattern = get_pattern("flatten", K)
+    with pytest.raises(CodecError, match="needs a plain Gemma 3"):
+        generate_codes(StubLM(vocab), vocab, pattern, [2], 4, None, 1, Sampling(temperature=0), engine="fast")
+    with pytest.raises(CodecError, match="unknown engine"):
+        generate_codes(untrained, vocab, pattern, [2], 4, None, 1, Sampling(temperature=0), engine="warp")
+    auto = generate_codes(StubLM(vocab), vocab, pattern, [2], 4, None, 1, Sampling(temperature=0))  # falls back
+    check_valid(auto, pattern, vocab, 4)

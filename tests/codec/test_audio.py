@@ -22,6 +22,7 @@ from codec.audio import (
     read_audio,
     stream_audio,
     write_audio,
+    write_audio_blocks,
 )
 from codec.errors import AudioError, CodecError
 
@@ -283,13 +284,41 @@ def test_write_unknown_suffix_and_bad_samples(tmp_path: Path) -> None:
 
 
 def test_failed_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken_write(path, *args, **kwargs):
-        Path(path).write_bytes(b"half a file")
+    real_write = audio_module.sf.SoundFile.write
+
+    def broken_write(self, data):
+        real_write(self, data[:10])  # half a file on disk, then the disk is full
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(audio_module.sf, "write", broken_write)
+    monkeypatch.setattr(audio_module.sf.SoundFile, "write", broken_write)
     with pytest.raises(AudioError, match="disk full"):
         write_audio(tmp_path / "x.wav", tone(), RATE)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".flac"])
+def test_block_writer_equals_one_write(tmp_path: Path, suffix: str) -> None:
+    wav = torch.randn(2, 5000, generator=torch.Generator().manual_seed(0)) * 0.3
+    whole = write_audio(tmp_path / f"whole{suffix}", wav, RATE)
+    blocks = write_audio_blocks(tmp_path / f"blocks{suffix}", [wav[:, :1], wav[:, 1:2999], wav[:, 2999:]], RATE)
+    assert sf.read(str(whole))[0].tolist() == sf.read(str(blocks))[0].tolist()
+
+
+def test_block_writer_bad_block_leaves_no_file(tmp_path: Path) -> None:
+    good = torch.zeros(1, 100)
+    with pytest.raises(AudioError, match="1 NaN"):
+        write_audio_blocks(tmp_path / "x.wav", [good, torch.tensor([[0.0, float("nan")]]), good], RATE)
+    with pytest.raises(AudioError, match="expected a waveform"):
+        write_audio_blocks(tmp_path / "x.wav", [good, torch.zeros(2, 100)], RATE)  # channels changed mid-file
+
+    def failing():
+        yield good
+        raise AudioError("the source went away")
+
+    with pytest.raises(AudioError, match="went away"):
+        write_audio_blocks(tmp_path / "x.wav", failing(), RATE)
+    with pytest.raises(AudioError, match="nothing to write"):
+        write_audio_blocks(tmp_path / "x.wav", [], RATE)
     assert list(tmp_path.iterdir()) == []
 
 
