@@ -297,7 +297,6 @@ def run_generate(args) -> int:
     from .cli_tokens import load_codec_by_name
     from .model import load_bridge, read_bridge_config
     from .patterns import get_pattern
-    from .train import text_prefix
 
     if args.seconds <= 0 or args.num_samples < 1:
         raise CodecError("--seconds must be positive and --num-samples at least 1")
@@ -311,7 +310,7 @@ def run_generate(args) -> int:
     trained_with_text = bool(config.extra.get("train", {}).get("text_conditioning"))
     if args.text and not trained_with_text:
         raise CodecError(f"{args.run} was trained without text conditioning; leave out --text")
-    bridge = load_bridge(args.run, codec=codec)
+    bridge = load_bridge(args.run, codec=codec, tokenizer=bool(args.text))  # the tokenizer is slow to load
     K = config.num_codebooks
     pattern = get_pattern(config.pattern, K)
     prompt = None
@@ -325,7 +324,7 @@ def run_generate(args) -> int:
     max_frames = Tp + max(1, round(args.seconds * codec.frame_rate))
     sampling = Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     torch.manual_seed(args.seed)
-    result = generate_codes(bridge.model, config.vocab, pattern, text_prefix(bridge.tokenizer, args.text or ""),
+    result = generate_codes(bridge.model, config.vocab, pattern, bridge.prefix(args.text or ""),
                             max_frames, prompt, args.num_samples, sampling, progress=not args.quiet,
                             engine=args.engine)
     for path, codes in zip(paths, result.codes, strict=True):

@@ -338,11 +338,23 @@ class BridgeConfig:
 
 @dataclass
 class Bridge:
-    """A loaded audio LM: model, tokenizer and bridge description."""
+    """A loaded audio LM: model, tokenizer (None when loaded without it) and bridge description."""
 
     model: Any
     tokenizer: Any
     config: BridgeConfig
+
+    def prefix(self, text: str = "") -> list[int]:
+        """Token ids before `<|audio_start|>`: `[<bos>] + text tokens`, as training wrote them. Without a tokenizer
+        (`load_bridge(..., tokenizer=False)`) only the empty text works, with the model config's bos id."""
+        if self.tokenizer is not None:
+            from .train import text_prefix
+
+            return text_prefix(self.tokenizer, text)
+        if text:
+            raise BridgeError("text needs the tokenizer: load the bridge with tokenizer=True")
+        bos = getattr(self.model.config, "bos_token_id", None)
+        return [bos] if bos is not None else []
 
 
 def save_bridge(directory: str | Path, model: Any, tokenizer: Any, config: BridgeConfig) -> Path:
@@ -369,18 +381,32 @@ def read_bridge_config(directory: str | Path) -> BridgeConfig:
     return BridgeConfig.from_json(data)
 
 
-def load_bridge(directory: str | Path, codec: Codec | None = None, dtype: torch.dtype = torch.float32) -> Bridge:
-    """Load a saved bridge; with `codec`, first check it has the weights the model was trained on."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_bridge(directory: str | Path, codec: Codec | None = None, dtype: torch.dtype = torch.float32,
+                tokenizer: bool = True) -> Bridge:
+    """Load a saved bridge; with `codec`, first check it has the weights the model was trained on.
+
+    `tokenizer=False` skips the tokenizer (Gemma's 33 MB `tokenizer.json` is a large part of the load time), for
+    audio-only work: `Bridge.prefix()` then takes the bos id from the model's config.
+    """
+    from transformers import AutoModelForCausalLM
 
     config = read_bridge_config(directory)
     if codec is not None:
         config.check_codec(codec)
-    tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+    text_tokenizer = None
+    if tokenizer:
+        from transformers import AutoTokenizer
+
+        text_tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(str(directory), local_files_only=True, dtype=dtype)
     vocab = config.vocab
     if model.get_input_embeddings().weight.shape[0] < vocab.size:
         raise BridgeError(f"{directory}: the model has fewer embedding rows than the {vocab.size} tokens of its bridge")
-    vocab.extend_tokenizer(tokenizer)  # a no-op that checks the ids
+    if text_tokenizer is not None:
+        vocab.extend_tokenizer(text_tokenizer)  # a no-op that checks the ids
+        bos = getattr(model.config, "bos_token_id", None)
+        if bos is not None and text_tokenizer.bos_token_id not in (None, bos):
+            raise BridgeError(f"{directory}: the tokenizer's bos id {text_tokenizer.bos_token_id} is not the model "
+                              f"config's {bos}")
     model.eval()
-    return Bridge(model=model, tokenizer=tokenizer, config=config)
+    return Bridge(model=model, tokenizer=text_tokenizer, config=config)

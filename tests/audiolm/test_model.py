@@ -170,6 +170,12 @@ def test_save_and_load_round_trip(tmp_path, tiny_gemma, tiny_tokenizer, tiny_voc
     assert bridge.model.get_output_embeddings().weight.data_ptr() == emb.weight.data_ptr()
     data = read_bridge_config(tmp_path / "run").to_json()
     assert data["token_ids"]["audio_start"] == tiny_vocab.start_id and data["codec_sha256"] == "f" * 64
+    # without the tokenizer (faster start-up for audio-only generation) the audio prefix is the same
+    lean = load_bridge(tmp_path / "run", codec=fake_codec, tokenizer=False)
+    assert lean.tokenizer is None and lean.prefix() == bridge.prefix() == [tiny_tokenizer.bos_token_id]
+    assert bridge.prefix("speech") == bridge.prefix() + tiny_tokenizer("speech", add_special_tokens=False)["input_ids"]
+    with pytest.raises(BridgeError, match="needs the tokenizer"):
+        lean.prefix("speech")
 
 
 def test_load_with_other_codec_weights_is_a_clear_error(tmp_path, tiny_gemma, tiny_tokenizer, tiny_vocab, fake_codec):
