@@ -32,6 +32,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-b", "--bandwidth", type=float, default=6.0, help="kbps (default 6)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.add_argument("--json", action="store_true", help="print a JSON report")
+    p.add_argument("--any-threads", action="store_true",
+                   help="Meta's models: encode on every thread (faster; a few codes may then differ between thread "
+                        "counts). By default the output bytes do not depend on the thread count")
     _model_arg(p)
     p.set_defaults(func=run_compress)
 
@@ -64,7 +67,8 @@ def run_compress(args) -> int:
     from .pipeline import compress
 
     codec = _load(args.model)
-    report = compress(codec, args.input, args.output, args.bandwidth, force=args.force)
+    report = compress(codec, args.input, args.output, args.bandwidth, force=args.force,
+                      deterministic=not args.any_threads)
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))
     else:

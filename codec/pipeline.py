@@ -9,6 +9,7 @@ cases (resampling, the 48 kHz model) hold the waveform once.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import time
 from collections.abc import Iterator
@@ -32,6 +33,22 @@ from .interface import Codec, EncodedAudio
 from .registry import container_name, layout_of
 
 STREAM_CHUNK_SECONDS = 10.0
+
+
+@contextlib.contextmanager
+def _encoder_threads(codec: Codec, deterministic: bool):
+    """Meta's SEANet encoder on oneDNN sums its convolutions in an order that depends on the thread count, which flips
+    a few codes at near-ties (~0.3 %). With `deterministic`, its encoder runs on one thread, so the `.ecdc` bytes do
+    not depend on how many threads the process has. The frame codec is thread-independent as it is."""
+    if not deterministic or hasattr(codec, "encode_blocks") or torch.get_num_threads() == 1:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _is_streamable(codec: Codec) -> bool:
@@ -118,7 +135,8 @@ def _streams_files(codec: Codec, seconds: float) -> bool:
     return hasattr(codec, "encode_blocks") or (_is_streamable(codec) and seconds > STREAM_CHUNK_SECONDS)
 
 
-def _encode_file(codec: Codec, source: str | Path, bandwidth: float) -> tuple[EncodedAudio, float]:
+def _encode_file(codec: Codec, source: str | Path, bandwidth: float, deterministic: bool = True
+                 ) -> tuple[EncodedAudio, float]:
     """Encode a file (read in blocks where the codec allows; see the module docstring); returns (codes, seconds of
     compute, file reading excluded where it can be)."""
     info = audio_info(source)
@@ -139,7 +157,7 @@ def _encode_file(codec: Codec, source: str | Path, bandwidth: float) -> tuple[En
                 yield wav
 
         start = time.perf_counter()
-        with torch.inference_mode():
+        with torch.inference_mode(), _encoder_threads(codec, deterministic):
             if hasattr(codec, "encode_blocks"):
                 encoded = codec.encode_blocks(blocks(), bandwidth)
             else:
@@ -158,15 +176,18 @@ def _encode_file(codec: Codec, source: str | Path, bandwidth: float) -> tuple[En
         return encoded, spent + time.perf_counter() - start
     wav, _ = load_for_model(source, codec.sample_rate, codec.channels)
     start = time.perf_counter()
-    encoded = encode(codec, wav, bandwidth)
+    with _encoder_threads(codec, deterministic):
+        encoded = encode(codec, wav, bandwidth)
     return encoded, time.perf_counter() - start
 
 
-def compress(codec: Codec, source: str | Path, output: str | Path, bandwidth: float, force: bool = False
-             ) -> CompressReport:
+def compress(codec: Codec, source: str | Path, output: str | Path, bandwidth: float, force: bool = False,
+             deterministic: bool = True) -> CompressReport:
+    """Encode `source` into an `.ecdc` file. `deterministic` (the default) makes the bytes independent of the thread
+    count for Meta's models too (their encoder then runs on one thread; see `_encoder_threads`)."""
     num_codebooks = codec.codebooks_for(bandwidth)  # check the bandwidth before reading anything
     with atomic_output(output, force=force, inputs=[source]) as tmp:
-        encoded, seconds = _encode_file(codec, source, bandwidth)
+        encoded, seconds = _encode_file(codec, source, bandwidth, deterministic)
         with open(tmp, "wb") as fo:
             write_container(codec, encoded, fo)
         size = Path(tmp).stat().st_size
