@@ -56,16 +56,38 @@ def _is_streamable(codec: Codec) -> bool:
             and not getattr(codec, "normalize", True))
 
 
+def _stream_encode(codec: Codec, chunks: Iterator[torch.Tensor], bandwidth: float) -> EncodedAudio:
+    """Meta's causal model over waveform chunks `[1, C, s_i]` (`codec.streaming`), codes gathered into one piece."""
+    from .streaming import encode_stream
+
+    length = 0
+
+    def counted() -> Iterator[torch.Tensor]:
+        nonlocal length
+        for chunk in chunks:
+            length += chunk.shape[-1]
+            yield chunk
+
+    codes = [piece.codes for piece in encode_stream(codec, counted(), bandwidth)]  # type: ignore[arg-type]
+    return EncodedAudio(codes=torch.cat(codes, dim=-1), length=length)
+
+
+def _stream_decode(codec: Codec, encoded: EncodedAudio) -> Iterator[torch.Tensor]:
+    """Meta's causal model decoding `STREAM_CHUNK_SECONDS` of codes at a time; yields waveform pieces `[1, C, s_i]`."""
+    from .streaming import decode_stream
+
+    step = int(STREAM_CHUNK_SECONDS * codec.frame_rate)
+    frames = encoded.codes.shape[-1]
+    chunks = (encoded.codes[..., i: i + step] for i in range(0, frames, step))
+    return decode_stream(codec, chunks, encoded.length)  # type: ignore[arg-type]
+
+
 @torch.inference_mode()
 def encode(codec: Codec, wav: torch.Tensor, bandwidth: float) -> EncodedAudio:
     """wav [1, C, S] at the codec's rate -> codes, in bounded memory for long inputs."""
     if _is_streamable(codec) and wav.shape[-1] > STREAM_CHUNK_SECONDS * codec.sample_rate:
-        from .streaming import encode_stream
-
         step = int(STREAM_CHUNK_SECONDS * codec.sample_rate)
-        chunks = (wav[..., i: i + step] for i in range(0, wav.shape[-1], step))
-        codes = [piece.codes for piece in encode_stream(codec, chunks, bandwidth)]  # type: ignore[arg-type]
-        return EncodedAudio(codes=torch.cat(codes, dim=-1), length=wav.shape[-1])
+        return _stream_encode(codec, (wav[..., i: i + step] for i in range(0, wav.shape[-1], step)), bandwidth)
     encoded = codec.encode(wav, bandwidth)
     encoded.length = wav.shape[-1]
     return encoded
@@ -74,13 +96,8 @@ def encode(codec: Codec, wav: torch.Tensor, bandwidth: float) -> EncodedAudio:
 @torch.inference_mode()
 def decode(codec: Codec, encoded: EncodedAudio) -> torch.Tensor:
     """codes -> wav [1, C, S], in bounded memory for long inputs."""
-    frames = encoded.codes.shape[-1]
-    if _is_streamable(codec) and frames > STREAM_CHUNK_SECONDS * codec.frame_rate:
-        from .streaming import decode_stream
-
-        step = int(STREAM_CHUNK_SECONDS * codec.frame_rate)
-        pieces = (encoded.codes[..., i: i + step] for i in range(0, frames, step))
-        return torch.cat(list(decode_stream(codec, pieces, encoded.length)), dim=-1)  # type: ignore[arg-type]
+    if _is_streamable(codec) and encoded.codes.shape[-1] > STREAM_CHUNK_SECONDS * codec.frame_rate:
+        return torch.cat(list(_stream_decode(codec, encoded)), dim=-1)
     return codec.decode(encoded)
 
 
@@ -161,18 +178,7 @@ def _encode_file(codec: Codec, source: str | Path, bandwidth: float, determinist
             if hasattr(codec, "encode_blocks"):
                 encoded = codec.encode_blocks(blocks(), bandwidth)
             else:
-                from .streaming import encode_stream
-
-                length = 0
-
-                def counted() -> Iterator[torch.Tensor]:
-                    nonlocal length
-                    for wav in blocks():
-                        length += wav.shape[-1]
-                        yield wav
-
-                codes = [piece.codes for piece in encode_stream(codec, counted(), bandwidth)]  # type: ignore[arg-type]
-                encoded = EncodedAudio(codes=torch.cat(codes, dim=-1), length=length)
+                encoded = _stream_encode(codec, blocks(), bandwidth)
         return encoded, spent + time.perf_counter() - start
     wav, _ = load_for_model(source, codec.sample_rate, codec.channels)
     start = time.perf_counter()
@@ -215,15 +221,7 @@ class DecompressReport:
 def _decoded_blocks(codec: Codec, encoded: EncodedAudio) -> Iterator[torch.Tensor]:
     """The decoded waveform as pieces `[C, s_i]`, from codecs that decode piecewise."""
     with torch.inference_mode():
-        if hasattr(codec, "iter_decode"):
-            pieces = codec.iter_decode(encoded)
-        else:
-            from .streaming import decode_stream
-
-            step = int(STREAM_CHUNK_SECONDS * codec.frame_rate)
-            frames = encoded.codes.shape[-1]
-            chunks = (encoded.codes[..., i: i + step] for i in range(0, frames, step))
-            pieces = decode_stream(codec, chunks, encoded.length)  # type: ignore[arg-type]
+        pieces = codec.iter_decode(encoded) if hasattr(codec, "iter_decode") else _stream_decode(codec, encoded)
         for piece in pieces:
             yield piece[0]
 

@@ -295,7 +295,7 @@ class FrameCodec(nn.Module, Codec):
             return EncodedAudio(codes=torch.zeros(empty.shape[0], num_codebooks, 0, dtype=torch.long), length=0)
         buffer = F.pad(buffer, (0, (-length) % hop))
         total = -(-length // hop)
-        while start < total or not pieces:
+        while start < total:  # the end is known now: the chunks left
             encode_chunk(total)
         return EncodedAudio(codes=torch.cat(pieces, dim=-1), length=length)
 
