@@ -10,7 +10,8 @@ Rows:
   near-ties; they are counted) and ours decodes Meta's codes to within `--tolerance` of Meta's waveform.
 - `default`: the embedded default codec (`codec/weights/default.safetensors`) against the same Meta baseline (its
   own chunked path is checked against one whole-signal pass).
-- peak memory (ru_maxrss of a fresh subprocess that encodes and decodes N seconds) for ours and Meta's.
+- peak memory (`VmHWM` of a fresh subprocess that encodes and decodes N seconds, see `peakmem.py`) for ours and
+  Meta's.
 
 Prints a table (the README's), the real-time factors (audio seconds per compute second, higher is better) and exits
 with status 1 when a target is missed: speed-up >= 2 for encode and decode, codes identical up to counted near-ties
@@ -207,13 +208,12 @@ def framecodec_whole_pass(model):
 # ---- memory (fresh subprocesses) ------------------------------------------------------------------------------------
 def memory_child(which: str, seconds: float, tiny: bool, threads: int) -> None:
     """Body of a `--memory-child` subprocess: encode + decode `seconds` of audio, print peak RSS in MB as JSON."""
-    import resource
-
     import torch
+    from peakmem import peak_rss_mb
 
     torch.set_num_threads(threads)
     wav = test_signal(seconds)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = peak_rss_mb()
     if which == "meta":
         model = meta_encodec(tiny)
         with torch.no_grad():
@@ -223,8 +223,7 @@ def memory_child(which: str, seconds: float, tiny: bool, threads: int) -> None:
 
         model = ours_from_meta(meta_encodec(tiny), tiny) if which == "ours" else default_codec(tiny)
         pipeline.decode(model, pipeline.encode(model, wav, 6.0))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"which": which, "seconds": seconds, "peak_mb": peak / 1024, "before_mb": base / 1024}))
+    print(json.dumps({"which": which, "seconds": seconds, "peak_mb": peak_rss_mb(), "before_mb": base}))
 
 
 def measure_memory(which: str, seconds: float, tiny: bool, threads: int) -> float:

@@ -6,7 +6,7 @@
 1. Writes a synthetic, speech-like mono 16-bit WAV at the model rate (noise shaped by a syllable-rate envelope and a
    gliding pitch; block by block, so writing it needs no memory).
 2. Runs `codec compress` and `codec decompress` each in a fresh process and reads that process's own peak resident
-   memory (`ru_maxrss`) and wall time.
+   memory (`VmHWM`, see `peakmem.py`: `ru_maxrss` would include the parent's) and wall time.
 3. Checks the bounded-memory promise: the codes in the file equal a direct, unchunked encode of windows of the input
    (the start; for the frame codec also a window across a chunk boundary in the middle and the end, each with a
    margin wider than the model's receptive field); near-ties of the nearest-codebook search may flip a few codes,
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -28,15 +27,17 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
+from peakmem import peak_rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = """
-import json, resource, sys, time
+import json, sys, time
 start = time.perf_counter()
+sys.path.insert(0, "scripts")
+from peakmem import peak_rss_mb
 from codec.__main__ import main
 code = main(sys.argv[1:])
-print(json.dumps({"rc": code, "seconds": time.perf_counter() - start,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), file=sys.stderr)
+print(json.dumps({"rc": code, "seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb()}), file=sys.stderr)
 sys.exit(code)
 """
 
@@ -138,7 +139,7 @@ def main() -> int:
             "input_bytes": source.stat().st_size, "ecdc_bytes": ecdc.stat().st_size, "write_input_s": write_seconds,
             "compress": compress, "decompress": decompress, "input_samples": samples, "decoded_samples": out_samples,
             "code_check": codes, "threads": torch.get_num_threads(),
-            "ru_maxrss_this_process_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_rss_this_process_mb": peak_rss_mb(),
         }
     limit_mb = args.max_memory_gb * 1024
     failures = []

@@ -38,3 +38,19 @@ def test_bench_lm_smoke(capsys):
     for label in ("baseline", "generate_codes", "FastDecoder", "restricted_forward", "GB/s"):
         assert label in out
     assert "| NO |" not in out  # every greedy output equals the baseline's
+
+
+def test_peak_memory_of_a_child_is_its_own():
+    """A child started while the parent holds 300 MB reports its own peak, not the parent's (`ru_maxrss` would)."""
+    import subprocess
+
+    import pytest
+
+    if not Path("/proc/self/status").exists():
+        pytest.skip("VmHWM needs Linux /proc")
+    ballast = bytearray(300 * 2**20)
+    ballast[:: 4096] = b"\x01" * len(ballast[:: 4096])  # touch every page
+    child = "import sys; sys.path.insert(0, 'scripts'); from peakmem import peak_rss_mb; print(peak_rss_mb())"
+    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert 1 < float(out) < 100
+    del ballast

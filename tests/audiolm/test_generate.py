@@ -199,3 +199,24 @@ def test_engine_choice_is_checked(untrained, vocab):
         generate_codes(untrained, vocab, pattern, [2], 4, None, 1, Sampling(temperature=0), engine="warp")
     auto = generate_codes(StubLM(vocab), vocab, pattern, [2], 4, None, 1, Sampling(temperature=0))  # falls back
     check_valid(auto, pattern, vocab, 4)
+
+
+def test_fast_rms_norm_and_rotation_equal_transformers_bits():
+    """FastDecoder's one-call RMS norm and its halves swap with a sign-folded sine give transformers' exact bits."""
+    from transformers.models.gemma3.modeling_gemma3 import Gemma3RMSNorm, rotate_half
+
+    from audiolm.fastgen import _rms_norm, _swap_halves
+
+    g = torch.Generator().manual_seed(0)
+    norm = Gemma3RMSNorm(64, eps=1e-6)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(64, generator=g) * 0.1)
+    for shape in [(1, 64), (8, 64), (3, 5, 64)]:
+        x = torch.randn(*shape, generator=g) * 7
+        assert torch.equal(_rms_norm(x, 1.0 + norm.weight.detach(), 1e-6), norm(x).detach())
+        stacked = (1.0 + norm.weight.detach()).expand(shape[-2] if len(shape) > 2 else 1, -1)
+        assert torch.equal(_rms_norm(x, stacked, 1e-6), norm(x).detach())
+        sin = torch.randn(64, generator=g)
+        signed = sin.clone()
+        signed[:32] *= -1
+        assert torch.equal(_swap_halves(x) * signed, rotate_half(x) * sin)
