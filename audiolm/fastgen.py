@@ -2,8 +2,9 @@
 
 transformers' `generate` spends a decoding step on (1) the 262k(+audio)-row head, which is most of the weights a step
 reads, (2) a growing `DynamicCache` (a `torch.cat` per layer per step) and (3) a few thousand Python calls of
-generic machinery (masks, rotary tables, output dataclasses, logits processors). `FastDecoder` keeps exactly the
-arithmetic of a Gemma 3 decoder layer (same operations, same order, same dtypes) and drops the rest:
+generic machinery (masks, rotary tables, output dataclasses, logits processors). `FastDecoder` keeps the arithmetic
+of a Gemma 3 decoder layer (same operations and dtypes; norms and rotation bit-identical, the matrix products in the
+weight layout this CPU reads fastest, so equal up to float rounding) and drops the rest:
 
 - the prompt is run once through the transformers model itself (so the prefill is bit-identical) and its keys and
   values are copied into a preallocated cache `[layers, B, max_len, head_dim]` (Gemma 3 270M has one KV head);
@@ -41,8 +42,9 @@ def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor
     """Gemma3RMSNorm over the last dim: normalise in float32, multiply by (1 + w) (`weight` here is already 1 + w,
     float32; it may carry leading dims, e.g. `[heads, head_dim]` for q and k normed together).
 
-    In float32 this is one `F.rms_norm` call, which computes the same `x * rsqrt(mean(x^2) + eps) * weight` (equal
-    bits, tests/audiolm/test_generate.py) in one dispatch instead of seven: a decoding step runs 110 of them.
+    In float32 this is `F.rms_norm`, which computes the same `x * rsqrt(mean(x^2) + eps) * weight` (equal bits,
+    tests/audiolm/test_generate.py) from one Python call instead of seven; on the CPU it still runs those operations
+    inside, so it saves only the Python side of the calls.
     """
     if x.dtype == torch.float32:
         if weight.dim() == 1:
@@ -63,11 +65,11 @@ class _Projection:
     """`F.linear(x, weight)` for `x` `[B, in]`, with the weight stored in the layout the CPU reads fastest at this B.
 
     A decoding step is a handful of `[B, in] x [in, out]` products with B = 1..16, which BLAS runs as matrix x vector
-    or very skinny matrix products, bound by reading the weight. Measured on the 2-core development CPU (AVX2, MKL),
-    the 18 layers' products of Gemma 3 270M per step: `F.linear` 44 ms at B = 1 and 134 ms at B = 8; `x @ W^T`
-    with `W^T` stored contiguous `[in, out]` 32 ms at B = 1; `(W @ x^T)^T` with the usual `[out, in]` 47 ms at B = 8
-    (the skinny side becomes the product's N, which MKL packs well). Same products, so the same values up to float
-    rounding. B = 1 stores a transposed copy; larger B reads the weight as it is (no copy).
+    or very skinny matrix products, bound by reading the weight. `scripts/bench_decode_step.py` times the 18 layers'
+    products of Gemma 3 270M in three layouts (its table is in the README): on the 2-core development CPU (AVX2,
+    MKL) `x @ W^T` with `W^T` stored `[in, out]` was fastest at B = 1 and `(W @ x^T)^T` with `W` as stored
+    `[out, in]` at B = 8 (the skinny side becomes the product's N), both ahead of `F.linear`. Same products, so the
+    same values up to float rounding. B = 1 stores a transposed copy of each weight; larger B reads `W` as it is.
     """
 
     def __init__(self, weight: torch.Tensor, batch: int):

@@ -21,9 +21,11 @@ def _script(name: str):
 
 def test_bench_codec_smoke(capsys):
     bench = _script("bench_codec")
-    status = bench.main(["--smoke", "--seconds", "2", "--repeats", "1", "--threads", "1", "--memory-seconds", "1"])
+    status = bench.main(["--smoke", "--seconds", "2", "--repeats", "1", "--threads", "1", "--memory-seconds", "1",
+                         "--profile", "1"])
     out = capsys.readouterr().out
     assert status == 0, out
+    assert "| `aten::mkldnn_convolution` |" in out  # the profile table
     assert "| encodec_24khz (random weights) | 2 s | encode |" in out
     assert "0/" in out and "codes differ" in out  # identical codes, counted
     assert "| default (" in out and "peak RSS" in out
@@ -54,3 +56,11 @@ def test_peak_memory_of_a_child_is_its_own():
     out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert 1 < float(out) < 100
     del ballast
+
+
+def test_bench_decode_step_smoke(capsys):
+    bench = _script("bench_decode_step")
+    assert bench.main(["--smoke", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    for label in ("F.linear(x, W)", "x @ W^T", "(W @ x^T)^T", "| B = 1 |", "| B = 8 |"):
+        assert label in out

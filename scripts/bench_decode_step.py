@@ -1,0 +1,120 @@
+"""Where a `FastDecoder` step spends its time: weight layouts of the matrix products, then a profiled step.
+
+    python scripts/bench_decode_step.py [--threads 2] [--streams 1,8] [--smoke]
+
+1. Layouts: the four products of each of Gemma 3 270M's 18 layers (q/k/v, o, gate/up, down; random fp32 weights, one
+   distinct set per layer so that a step streams ~0.4 GB from memory as the real one does), timed per step for
+   `F.linear(x, W)`, `x @ W^T` with `W^T` stored `[in, out]`, and `(W @ x^T)^T` with `W` as stored `[out, in]`, at
+   each batch size. The choice in `audiolm.fastgen._Projection` rests on this table.
+2. The real step: the embedded Gemma 3 270M (or a tiny random one with `--smoke`) extended with audio rows, a
+   `FastDecoder` step timed (median of 20), then one step under `torch.profiler`: its time in matrix products and the
+   number of tensor operations it dispatches.
+
+Measurements only; no targets (the targets live in bench_lm.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+GEMMA_270M_PRODUCTS = [(1536, 640), (640, 1024), (4096, 640), (640, 2048)]  # (out, in): qkv, o, gate_up, down
+LAYERS = 18
+
+
+def layout_times(batch: int, shapes: list[tuple[int, int]], layers: int, repeats: int = 5) -> dict[str, float]:
+    """Milliseconds per step of all `layers` x `shapes` products in each layout (median of `repeats`)."""
+    import torch
+    import torch.nn.functional as F
+
+    weights = [[torch.randn(o, i) for o, i in shapes] for _ in range(layers)]
+    transposed = [[w.t().contiguous() for w in ws] for ws in weights]
+    inputs = {i: torch.randn(batch, i) for _, i in shapes}
+    layouts = {
+        "F.linear(x, W)": lambda x, w, wt: F.linear(x, w),
+        "x @ W^T, W^T stored [in, out]": lambda x, w, wt: x @ wt,
+        "(W @ x^T)^T, W stored [out, in]": lambda x, w, wt: (w @ x.t()).t(),
+    }
+    result = {}
+    for name, product in layouts.items():
+        times = []
+        for _ in range(repeats + 1):
+            start = time.perf_counter()
+            for ws, wts in zip(weights, transposed, strict=True):
+                for (_, i), w, wt in zip(shapes, ws, wts, strict=True):
+                    product(inputs[i], w, wt)
+            times.append(time.perf_counter() - start)
+        result[name] = 1e3 * statistics.median(times[1:])
+    return result
+
+
+def profiled_step(model, vocab, batch: int) -> tuple[float, float, int]:
+    """(ms per step, ms of it in matrix products, tensor operations dispatched) of a FastDecoder step at `batch`."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from audiolm.fastgen import FastDecoder
+
+    prompt = torch.full((batch, 4), vocab.audio_base, dtype=torch.long)
+    decoder = FastDecoder(model, max_len=64, batch=batch)
+    decoder.prefill(prompt)
+    token = torch.full((batch,), vocab.audio_base, dtype=torch.long)
+    for _ in range(3):
+        decoder.step(token)
+    times = []
+    for _ in range(20):
+        start = time.perf_counter()
+        decoder.step(token)
+        times.append(time.perf_counter() - start)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        decoder.step(token)
+    events = prof.events()
+    top_level = [e for e in events if e.cpu_parent is None]
+    matmul_us = sum(e.self_cpu_time_total for e in events if e.name in ("aten::mm", "aten::addmm", "aten::bmm"))
+    return 1e3 * statistics.median(times), matmul_us / 1e3, len(top_level)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--streams", default="1,8", help="comma-separated batch sizes")
+    parser.add_argument("--smoke", action="store_true", help="tiny shapes and a tiny random Gemma 3")
+    args = parser.parse_args(argv)
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    batches = [int(b) for b in args.streams.split(",")]
+    shapes, layers = ([(48, 16), (16, 32), (64, 16), (16, 32)], 2) if args.smoke else (GEMMA_270M_PRODUCTS, LAYERS)
+    print(f"# decode-step benchmark: {args.threads} threads, torch {torch.__version__}"
+          + (" (smoke: tiny shapes)" if args.smoke else ""), flush=True)
+    rows = {b: layout_times(b, shapes, layers) for b in batches}
+    names = list(next(iter(rows.values())))
+    print("\n| matrix products of one step (ms) | " + " | ".join(f"B = {b}" for b in batches) + " |")
+    print("|---|" + "---|" * len(batches))
+    for name in names:
+        print(f"| {name} | " + " | ".join(f"{rows[b][name]:.1f}" for b in batches) + " |")
+
+    from bench_lm import load_model
+
+    model, vocab = load_model(args.smoke)
+    print("\n| FastDecoder step | ms per step (median of 20) | of which matrix products (profiled step) "
+          "| tensor ops dispatched |")
+    print("|---|---|---|---|")
+    for b in batches:
+        ms, matmul_ms, ops = profiled_step(model, vocab, b)
+        print(f"| B = {b} | {ms:.1f} | {matmul_ms:.1f} ms | {ops} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
