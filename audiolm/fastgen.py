@@ -3,15 +3,19 @@
 transformers' `generate` spends a decoding step on (1) the 262k(+audio)-row head, which is most of the weights a step
 reads, (2) a growing `DynamicCache` (a `torch.cat` per layer per step) and (3) a few thousand Python calls of
 generic machinery (masks, rotary tables, output dataclasses, logits processors). `FastDecoder` keeps the arithmetic
-of a Gemma 3 decoder layer (same operations and dtypes; norms and rotation bit-identical, the matrix products in the
-weight layout this CPU reads fastest, so equal up to float rounding) and drops the rest:
+of a Gemma 3 decoder layer (same operations in the same dtypes, regrouped: the matrix products in the weight layout
+this CPU reads fastest, the RMS norms in four tensor operations instead of seven, the attention's scaling folded
+into q's norm), so its values equal transformers' up to float rounding, and drops the rest:
 
 - the prompt is run once through the transformers model itself (so the prefill is bit-identical) and its keys and
-  values are copied into a preallocated cache `[layers, B, max_len, head_dim]` (Gemma 3 270M has one KV head);
+  values are copied into a preallocated cache per layer `[B, kv_heads, max_len, head_dim]` (Gemma 3 270M has one KV
+  head);
 - each step runs the 18 layers by hand: q/k/v as one fused matrix product, rotary tables precomputed for every
   position, attention of the one new query over the cached keys (sliding layers over the last `sliding_window`);
 - logits are computed only over the rows the step may emit (`rows[k]`, one codebook's 1024 ids plus specials), from
-  head matrices gathered once, so a step reads the body once plus ~2.6 MB of head instead of ~0.75 GB.
+  head matrices gathered once, so a step reads the body once plus ~2.6 MB of head instead of ~0.75 GB;
+- the fused and re-laid-out weights are prepared once per model and batch layout (about 0.3 s and 0.4 GB for
+  Gemma 3 270M) and reused by later decoders while the model's weights are unchanged.
 
 Greedy output equals transformers' `generate` with the same constraint as a logits processor (checked by
 `scripts/bench_lm.py`, which also prints the memory-bandwidth bound of a step). Batches of B streams share the step.
@@ -22,6 +26,7 @@ Greedy output equals transformers' `generate` with the same constraint as a logi
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -38,21 +43,30 @@ def _rope_tables(inv_freq: torch.Tensor, scaling: float, max_len: int, dtype: to
     return (emb.cos() * scaling).to(dtype), (emb.sin() * scaling).to(dtype)
 
 
-def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """Gemma3RMSNorm over the last dim: normalise in float32, multiply by (1 + w) (`weight` here is already 1 + w,
-    float32; it may carry leading dims, e.g. `[heads, head_dim]` for q and k normed together).
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
+    """Gemma3RMSNorm over the last dim, `x * rsqrt(mean(x^2) + eps) * (1 + w)`, in four tensor operations.
 
-    In float32 this is `F.rms_norm`, which computes the same `x * rsqrt(mean(x^2) + eps) * weight` (equal bits,
-    tests/audiolm/test_generate.py) from one Python call instead of seven; on the CPU it still runs those operations
-    inside, so it saves only the Python side of the calls.
+    `weight` is `(1 + w) * sqrt(n)` in float32 (it may carry leading dims, e.g. `[heads, head_dim]` for q and k normed
+    together) and `floor` is `sqrt(n * eps)`, so that `x / hypot(||x||, floor) * weight` is the same expression:
+    `sqrt(n) / sqrt(||x||^2 + n eps) = rsqrt(mean(x^2) + eps)`. Computed in float32 as transformers does; the values
+    agree with transformers' norm up to float rounding (tests/audiolm/test_generate.py). On this CPU an operation on
+    a 640-float vector costs about 4 us of dispatch and a `mean` 13 us, so the seven operations of the written-out
+    norm (or `F.rms_norm`, which runs them inside) take about 37 us against about 16 us here
+    (`scripts/bench_decode_step.py` counts a step's operations).
     """
     if x.dtype == torch.float32:
-        if weight.dim() == 1:
-            return F.rms_norm(x, (x.shape[-1],), weight, eps)
-        return F.rms_norm(x, (x.shape[-1],), None, eps) * weight
+        return x / torch.hypot(torch.linalg.vector_norm(x, dim=-1, keepdim=True), floor) * weight
     xf = x.float()
-    out = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
-    return (out * weight).type_as(x)
+    return (xf / torch.hypot(torch.linalg.vector_norm(xf, dim=-1, keepdim=True), floor) * weight).type_as(x)
+
+
+def _add_rms_norm(residual: torch.Tensor, h: torch.Tensor, weight: torch.Tensor, floor: torch.Tensor
+                  ) -> torch.Tensor:
+    """`residual + _rms_norm(h, weight, floor)` with the last product and the sum as one `addcmul`."""
+    if h.dtype == torch.float32:
+        return torch.addcmul(residual, h / torch.hypot(torch.linalg.vector_norm(h, dim=-1, keepdim=True), floor),
+                             weight)
+    return residual + _rms_norm(h, weight, floor)
 
 
 def _swap_halves(x: torch.Tensor) -> torch.Tensor:
@@ -82,7 +96,7 @@ class _Projection:
 
 
 class _Layer:
-    """One decoder layer's weights, fused where the arithmetic allows (q/k/v, gate/up)."""
+    """One decoder layer's weights, fused where the arithmetic allows (q/k/v, gate/up), norms in `_rms_norm`'s form."""
 
     def __init__(self, layer: Any, eps: float, batch: int = 1):
         attn, mlp = layer.self_attn, layer.mlp
@@ -94,26 +108,53 @@ class _Layer:
         self.inter = mlp.gate_proj.weight.shape[0]
         self.down = _Projection(mlp.down_proj.weight, batch)
 
-        def norm(module):
-            return (1.0 + module.weight.detach().float())
+        def norm(module, scale: float = 1.0):  # (1 + w) * sqrt(n) [* scale], float32
+            weight = module.weight.detach().float()
+            return (1.0 + weight) * (weight.shape[-1] ** 0.5 * scale)
 
+        hidden, head_dim = attn.o_proj.weight.shape[0], attn.head_dim
+        self.floor = torch.tensor((hidden * eps) ** 0.5, device=attn.o_proj.weight.device)
+        self.head_floor = torch.tensor((head_dim * eps) ** 0.5, device=attn.o_proj.weight.device)
         self.input_norm, self.post_attn_norm = norm(layer.input_layernorm), norm(layer.post_attention_layernorm)
         self.pre_ff_norm = norm(layer.pre_feedforward_layernorm)
         self.post_ff_norm = norm(layer.post_feedforward_layernorm)
-        heads, kv_heads = attn.q_proj.weight.shape[0] // attn.head_dim, attn.k_proj.weight.shape[0] // attn.head_dim
-        # q and k are normed (and rotated) together: `[heads + kv_heads, head_dim]` weights
-        self.qk_norm = torch.cat([norm(attn.q_norm).expand(heads, -1), norm(attn.k_norm).expand(kv_heads, -1)])
-        self.scaling = attn.scaling
+        heads, kv_heads = self.q_out // head_dim, self.kv_out // head_dim
+        # q and k are normed (and rotated) together: `[heads + kv_heads, head_dim]` weights. The attention's scaling
+        # is folded into q's (the rotation is linear); Gemma 3's 1/sqrt(256) is a power of two, so that is exact.
+        self.qk_norm = torch.cat([norm(attn.q_norm, attn.scaling).expand(heads, -1),
+                                  norm(attn.k_norm).expand(kv_heads, -1)])
         self.sliding_window = attn.sliding_window
         self.layer_type = attn.layer_type
-        self.eps = eps
+
+
+def _signature(model: Any) -> tuple:
+    """Where each parameter lives and how often it was modified in place: changes when training updates a weight."""
+    return tuple((p.data_ptr(), p._version) for p in model.parameters())
+
+
+# model -> {layout: (signature, layers)}: a decoder's weights are prepared once per model and layout and reused by
+# every later FastDecoder on the same, unchanged weights (weakly keyed: they go with the model)
+_PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _prepared_layers(model: Any, batch: int) -> list[_Layer]:
+    layout = "vector" if batch == 1 else "matrix"  # _Projection's two layouts
+    signature = _signature(model)
+    per_model = _PREPARED.setdefault(model, {})
+    cached = per_model.get(layout)
+    if cached is None or cached[0] != signature:
+        body = model.model
+        eps = model.config.rms_norm_eps
+        per_model[layout] = cached = (signature, [_Layer(layer, eps, batch)
+                                                  for layer in body.layers[: model.config.num_hidden_layers]])
+    return cached[1]
 
 
 class FastDecoder:
     """Greedy/constrained decoding of a (possibly extended) `Gemma3ForCausalLM`, B streams at once.
 
     Args:
-        model: the transformers model (weights are shared, not copied, except the fused q/k/v and gate/up matrices).
+        model: the transformers model (embedding and head shared; the layers' weights prepared once, see above).
         max_len: longest sequence (prompt + generated) the static cache holds.
         batch: number of streams B decoded together.
     """
@@ -131,8 +172,10 @@ class FastDecoder:
         self.head = model.get_output_embeddings().weight.detach()
         self.softcap = getattr(config, "final_logit_softcapping", None)
         self.eps = config.rms_norm_eps
-        self.layers = [_Layer(layer, self.eps, batch) for layer in body.layers[: config.num_hidden_layers]]
-        self.final_norm = (1.0 + body.norm.weight.detach().float())
+        self.layers = _prepared_layers(model, batch)
+        hidden = self.embed.shape[1]
+        self.final_norm = (1.0 + body.norm.weight.detach().float()) * hidden ** 0.5  # `_rms_norm`'s form
+        self.final_floor = torch.tensor((hidden * self.eps) ** 0.5, device=self.embed.device)
         self.num_heads = config.num_attention_heads
         self.num_kv_heads = config.num_key_value_heads
         self.head_dim = config.head_dim
@@ -144,9 +187,10 @@ class FastDecoder:
             cos, sin = _rope_tables(inv_freq.cpu(), scaling, max_len, self.dtype)
             sin[:, : self.head_dim // 2] *= -1  # see _swap_halves
             self.rope[layer_type] = (cos.to(self.embed.device), sin.to(self.embed.device))
-        shape = (len(self.layers), batch, self.num_kv_heads, max_len, self.head_dim)
-        self.keys = torch.zeros(shape, dtype=self.dtype, device=self.embed.device)
-        self.values = torch.zeros(shape, dtype=self.dtype, device=self.embed.device)
+        # one cache per layer, `[B, kv_heads, max_len, head_dim]` (a list: indexing a Python list costs no tensor op)
+        shape = (batch, self.num_kv_heads, max_len, self.head_dim)
+        self.keys = [torch.zeros(shape, dtype=self.dtype, device=self.embed.device) for _ in self.layers]
+        self.values = [torch.zeros(shape, dtype=self.dtype, device=self.embed.device) for _ in self.layers]
         self.length = 0
         self._heads: dict[int, torch.Tensor] = {}
 
@@ -178,49 +222,56 @@ class FastDecoder:
         for i in range(len(self.layers)):
             keys, values = cache.layers[i].keys, cache.layers[i].values  # [B, kv_heads, P', D]
             n = keys.shape[2]  # sliding layers may keep only the window
-            self.keys[i, :, :, P - n: P] = keys
-            self.values[i, :, :, P - n: P] = values
+            self.keys[i][:, :, P - n: P] = keys
+            self.values[i][:, :, P - n: P] = values
         self.length = P
         return out.last_hidden_state[:, -1]
 
     # -- one step -----------------------------------------------------------------------------------------------------
     @torch.inference_mode()
     def step(self, token_ids: torch.Tensor) -> torch.Tensor:
-        """Feed one token per stream `[B]`; returns the final-normed hidden state `[B, H]` of that position."""
+        """Feed one token per stream `[B]`; returns the final-normed hidden state `[B, H]` of that position.
+
+        A step is about 55 tensor operations per layer besides the four matrix products; on a CPU each costs a few
+        microseconds of dispatch, so the code below is written to dispatch few (see `_rms_norm`).
+        """
         pos = self.length
         if pos >= self.max_len:
             raise ValueError(f"the static cache is full ({self.max_len} positions)")
         B, nh, nkv, hd = self.batch, self.num_heads, self.num_kv_heads, self.head_dim
+        groups = nh // nkv
+        rope = {name: (cos[pos], sin[pos]) for name, (cos, sin) in self.rope.items()}
         x = F.embedding(token_ids, self.embed) * self.embed_scale  # [B, H]
+        h = _rms_norm(x, self.layers[0].input_norm, self.layers[0].floor)
         for i, layer in enumerate(self.layers):
-            residual = x
-            h = _rms_norm(x, layer.input_norm, self.eps)
             qkv = layer.qkv(h)  # [B, (nh + 2 nkv) * hd]
             qk = qkv[:, : layer.q_out + layer.kv_out].view(B, nh + nkv, hd)
             v = qkv[:, layer.q_out + layer.kv_out:].view(B, nkv, hd)
-            qk = _rms_norm(qk, layer.qk_norm, self.eps)
-            cos_table, sin_table = self.rope[layer.layer_type]
-            qk = qk * cos_table[pos] + _swap_halves(qk) * sin_table[pos]
-            q, k = qk[:, :nh], qk[:, nh:]
-            self.keys[i, :, :, pos] = k
-            self.values[i, :, :, pos] = v
+            qk = _rms_norm(qk, layer.qk_norm, layer.head_floor)  # q also carries the attention's scaling
+            cos, sin = rope[layer.layer_type]
+            qk = torch.addcmul(qk * cos, _swap_halves(qk), sin)
+            keys, values = self.keys[i], self.values[i]  # [B, nkv, max_len, hd]
+            keys.select(2, pos).copy_(qk[:, nh:])
+            values.select(2, pos).copy_(v)
             start = 0 if layer.sliding_window is None else max(0, pos + 1 - layer.sliding_window)
-            keys = self.keys[i, :, :, start: pos + 1]  # [B, nkv, T, hd]
-            values = self.values[i, :, :, start: pos + 1]
-            # [B, nkv, groups, hd] x [B, nkv, hd, T] -> [B, nkv, groups, T]
-            scores = torch.matmul(q.reshape(B, nkv, nh // nkv, hd), keys.transpose(-1, -2)) * layer.scaling
-            weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-            attn = torch.matmul(weights, values).reshape(B, nh * hd)
-            h = layer.o(attn)
-            x = residual + _rms_norm(h, layer.post_attn_norm, self.eps)
-            residual = x
-            h = _rms_norm(x, layer.pre_ff_norm, self.eps)
-            gate_up = layer.gate_up(h)
+            keys = keys.narrow(2, start, pos + 1 - start).view(B * nkv, pos + 1 - start, hd)
+            values = values.narrow(2, start, pos + 1 - start).view(B * nkv, pos + 1 - start, hd)
+            # [B nkv, groups, hd] x [B nkv, hd, T] -> [B nkv, groups, T]
+            scores = torch.bmm(qk[:, :nh].reshape(B * nkv, groups, hd), keys.transpose(1, 2))
+            if scores.dtype == torch.float32:
+                weights = torch.softmax(scores, dim=-1)
+            else:
+                weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(scores.dtype)
+            attn = torch.bmm(weights, values).view(B, nh * hd)
+            x = _add_rms_norm(x, layer.o(attn), layer.post_attn_norm, layer.floor)
+            gate_up = layer.gate_up(_rms_norm(x, layer.pre_ff_norm, layer.floor))
             h = F.gelu(gate_up[:, : layer.inter], approximate="tanh") * gate_up[:, layer.inter:]
-            h = layer.down(h)
-            x = residual + _rms_norm(h, layer.post_ff_norm, self.eps)
+            x = _add_rms_norm(x, layer.down(h), layer.post_ff_norm, layer.floor)
+            following = self.layers[i + 1] if i + 1 < len(self.layers) else None
+            h = _rms_norm(x, following.input_norm if following else self.final_norm,
+                          following.floor if following else self.final_floor)
         self.length = pos + 1
-        return _rms_norm(x, self.final_norm, self.eps)
+        return h
 
     # -- head ---------------------------------------------------------------------------------------------------------
     def head_rows(self, key: int, rows: torch.Tensor) -> torch.Tensor:

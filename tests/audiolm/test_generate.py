@@ -201,22 +201,55 @@ def test_engine_choice_is_checked(untrained, vocab):
     check_valid(auto, pattern, vocab, 4)
 
 
-def test_fast_rms_norm_and_rotation_equal_transformers_bits():
-    """FastDecoder's one-call RMS norm and its halves swap with a sign-folded sine give transformers' exact bits."""
+def test_fast_rms_norm_matches_transformers_and_the_swap_is_exact():
+    """FastDecoder's four-op RMS norm equals transformers' Gemma3RMSNorm up to float rounding, also when its sum is
+    fused with the residual's; its halves swap with a sign-folded sine gives transformers' `rotate_half` bits."""
     from transformers.models.gemma3.modeling_gemma3 import Gemma3RMSNorm, rotate_half
 
-    from audiolm.fastgen import _rms_norm, _swap_halves
+    from audiolm.fastgen import _add_rms_norm, _rms_norm, _swap_halves
 
     g = torch.Generator().manual_seed(0)
-    norm = Gemma3RMSNorm(64, eps=1e-6)
+    n, eps = 64, 1e-6
+    norm = Gemma3RMSNorm(n, eps=eps)
     with torch.no_grad():
-        norm.weight.copy_(torch.randn(64, generator=g) * 0.1)
-    for shape in [(1, 64), (8, 64), (3, 5, 64)]:
-        x = torch.randn(*shape, generator=g) * 7
-        assert torch.equal(_rms_norm(x, 1.0 + norm.weight.detach(), 1e-6), norm(x).detach())
-        stacked = (1.0 + norm.weight.detach()).expand(shape[-2] if len(shape) > 2 else 1, -1)
-        assert torch.equal(_rms_norm(x, stacked, 1e-6), norm(x).detach())
-        sin = torch.randn(64, generator=g)
+        norm.weight.copy_(torch.randn(n, generator=g) * 0.1)
+    weight, floor = (1.0 + norm.weight.detach()) * n**0.5, torch.tensor((n * eps) ** 0.5)
+    for shape in [(1, n), (8, n), (3, 5, n)]:
+        for scale in (7.0, 1e-4):  # 1e-4: mean(x^2) near eps, where the eps term matters
+            x = torch.randn(*shape, generator=g) * scale
+            expected = norm(x).detach()
+            torch.testing.assert_close(_rms_norm(x, weight, floor), expected, rtol=2e-6, atol=0)
+            stacked = weight.expand(shape[-2] if len(shape) > 2 else 1, -1)
+            torch.testing.assert_close(_rms_norm(x, stacked, floor), expected, rtol=2e-6, atol=0)
+            residual = torch.randn(*shape, generator=g)
+            torch.testing.assert_close(_add_rms_norm(residual, x, weight, floor), residual + expected,
+                                       rtol=2e-6, atol=1e-6)
+            bf16 = _rms_norm(x.bfloat16(), weight, floor)
+            assert bf16.dtype == torch.bfloat16  # within one bf16 rounding step
+            torch.testing.assert_close(bf16.float(), norm(x.bfloat16()).detach().float(), rtol=8e-3, atol=0)
+        sin = torch.randn(n, generator=g)
         signed = sin.clone()
-        signed[:32] *= -1
+        signed[: n // 2] *= -1
         assert torch.equal(_swap_halves(x) * signed, rotate_half(x) * sin)
+
+
+def test_fast_decoder_prepares_weights_once_per_model_and_layout(untrained, vocab):
+    """A second decoder on the same weights reuses the prepared layers; an in-place weight update (a training step)
+    makes the next decoder prepare them again, so it never decodes with stale weights."""
+    from audiolm.fastgen import FastDecoder
+
+    first, again = FastDecoder(untrained, max_len=16, batch=1), FastDecoder(untrained, max_len=32, batch=1)
+    assert again.layers is first.layers
+    batched = FastDecoder(untrained, max_len=16, batch=2)  # the other weight layout, prepared separately
+    assert batched.layers is not first.layers and FastDecoder(untrained, max_len=16, batch=3).layers is batched.layers
+    with torch.no_grad():
+        untrained.model.layers[0].mlp.down_proj.weight.mul_(2.0)
+    updated = FastDecoder(untrained, max_len=16, batch=1)
+    assert updated.layers is not first.layers
+    ids = torch.tensor([[2, vocab.start_id, vocab.start_id + 1]])
+    with torch.inference_mode():
+        expected = untrained.model(input_ids=ids).last_hidden_state[:, -1]
+    for decoder in (first, updated):
+        decoder.prefill(ids[:, :2])
+    torch.testing.assert_close(updated.step(ids[:, 2]), expected, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(first.step(ids[:, 2]), expected, rtol=1e-4, atol=1e-4)  # the stale one is off
