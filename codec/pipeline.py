@@ -29,7 +29,7 @@ from .audio import (
 )
 from .container import EcdcHeader, check_weights, read_ecdc, write_ecdc
 from .errors import ContainerError
-from .interface import Codec, EncodedAudio
+from .interface import Codec, CodesBuffer, EncodedAudio
 from .registry import container_name, layout_of
 
 STREAM_CHUNK_SECONDS = 10.0
@@ -68,8 +68,10 @@ def _stream_encode(codec: Codec, chunks: Iterator[torch.Tensor], bandwidth: floa
             length += chunk.shape[-1]
             yield chunk
 
-    codes = [piece.codes for piece in encode_stream(codec, counted(), bandwidth)]  # type: ignore[arg-type]
-    return EncodedAudio(codes=torch.cat(codes, dim=-1), length=length)
+    codes = CodesBuffer()
+    for piece in encode_stream(codec, counted(), bandwidth):  # type: ignore[arg-type]
+        codes.append(piece.codes)
+    return EncodedAudio(codes=codes.result(), length=length)
 
 
 def _stream_decode(codec: Codec, encoded: EncodedAudio) -> Iterator[torch.Tensor]:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..interface import Codec, EncodedAudio, WeightsInfo
+from ..interface import Codec, CodesBuffer, EncodedAudio, WeightsInfo
 from ..quantization import QuantizedResult, ResidualVectorQuantizer
 
 
@@ -268,7 +268,7 @@ class FrameCodec(nn.Module, Codec):
         offset = 0  # first frame the buffer holds
         length = 0
         start = 0  # next chunk to encode
-        pieces = []
+        codes = CodesBuffer()
         empty = torch.zeros(1, 1, 0)
 
         def encode_chunk(total: int) -> None:
@@ -277,7 +277,7 @@ class FrameCodec(nn.Module, Codec):
             lo, hi = max(0, start - context), min(total, stop + context)
             window = buffer[..., (lo - offset) * hop: (hi - offset) * hop]
             latent = self.analyse(window)[..., start - lo: stop - lo]
-            pieces.append(self.quantizer.encode(latent, num_codebooks))
+            codes.append(self.quantizer.encode(latent, num_codebooks))
             start = stop
             keep = max(0, start - context)  # the next chunk's first frame of context
             buffer, offset = buffer[..., (keep - offset) * hop:], keep
@@ -297,7 +297,7 @@ class FrameCodec(nn.Module, Codec):
         total = -(-length // hop)
         while start < total:  # the end is known now: the chunks left
             encode_chunk(total)
-        return EncodedAudio(codes=torch.cat(pieces, dim=-1), length=length)
+        return EncodedAudio(codes=codes.result(), length=length)
 
     @torch.inference_mode()
     def decode(self, encoded: EncodedAudio) -> torch.Tensor:

@@ -72,3 +72,18 @@ def test_meta_causal_block_path_equals_whole_path(tmp_path, monkeypatch):
         assert torch.equal(pipeline.read_container(codec, f).codes, encoded.codes)
     pipeline.decompress(codec, tmp_path / "x.ecdc", tmp_path / "out.wav")
     assert np.array_equal(sf.read(str(tmp_path / "out.wav"))[0], reference)
+
+
+def test_codes_buffer_equals_concatenation_across_regrowths():
+    from codec.interface import CodesBuffer
+
+    g = torch.Generator().manual_seed(0)
+    pieces = [torch.randint(0, 1024, (2, 3, n), generator=g) for n in (750, 750, 1, 0, 2000, 750, 333)]
+    buffer = CodesBuffer()
+    with pytest.raises(ValueError, match="no codes"):
+        buffer.result()
+    for piece in pieces:
+        buffer.append(piece)
+    codes = buffer.result()
+    assert torch.equal(codes, torch.cat(pieces, dim=-1)) and codes.dtype == torch.long
+    assert buffer.buffer.shape[-1] == 8192  # 1024, doubled at 1500, 3501 and 4251 codes: few reallocations
