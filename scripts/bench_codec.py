@@ -235,11 +235,12 @@ def profile_shares(ours, wav, rows: int = 6) -> str:
 def memory_child(which: str, seconds: float, tiny: bool, threads: int) -> None:
     """Body of a `--memory-child` subprocess: encode + decode `seconds` of audio, print peak RSS in MB as JSON."""
     import torch
-    from peakmem import peak_rss_mb
+    from peakmem import current_rss_mb, peak_rss_mb, reset_peak
 
     torch.set_num_threads(threads)
     wav = test_signal(seconds)
-    base = peak_rss_mb()
+    reset_peak()  # the peak of making the signal is not the codec's
+    base = current_rss_mb()
     if which == "meta":
         model = meta_encodec(tiny)
         with torch.no_grad():
@@ -252,17 +253,19 @@ def memory_child(which: str, seconds: float, tiny: bool, threads: int) -> None:
     print(json.dumps({"which": which, "seconds": seconds, "peak_mb": peak_rss_mb(), "before_mb": base}))
 
 
-def measure_memory(which: str, seconds: float, tiny: bool, threads: int) -> float:
+def measure_memory(which: str, seconds: float, tiny: bool, threads: int) -> tuple[float, float]:
+    """(peak MB, MB before the codec work: torch, the test signal) of a fresh `--memory-child` process."""
     cmd = [sys.executable, __file__, "--memory-child", which, "--seconds", str(seconds), "--threads", str(threads)]
     if tiny:
         cmd.append("--smoke")
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore"}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])["peak_mb"]
+    result = json.loads(out.strip().splitlines()[-1])
+    return result["peak_mb"], result["before_mb"]
 
 
 # ---- report ---------------------------------------------------------------------------------------------------------
-def table(rows: list[Row], memory: dict[tuple[str, float], float]) -> tuple[str, list[str]]:
+def table(rows: list[Row], memory: dict[tuple[str, float], tuple[float, float]]) -> tuple[str, list[str]]:
     lines = ["| codec (6 kbps) | audio | op | Meta `encodec` s (x real time) | ours s (x real time) | speed-up "
              "| check |",
              "|---|---|---|---|---|---|---|"]
@@ -282,13 +285,14 @@ def table(rows: list[Row], memory: dict[tuple[str, float], float]) -> tuple[str,
         if row.max_abs_diff > TOLERANCE:
             missed.append(f"{row.name}: waveform differs by {row.max_abs_diff:.1e} > {TOLERANCE}")
     if memory:
-        lines += ["", "| peak memory (encode + decode, fresh process) | audio | peak RSS |", "|---|---|---|"]
+        lines += ["", "| peak memory (encode + decode, fresh process) | audio | peak RSS | resident before encoding "
+                  "(torch, the signal) | added by the codec |", "|---|---|---|---|---|"]
         order = {"meta": 0, "ours": 1, "default": 2}
-        for (which, seconds), mb in sorted(memory.items(), key=lambda item: (order[item[0][0]], item[0][1])):
+        for (which, seconds), (mb, before) in sorted(memory.items(), key=lambda i: (order[i[0][0]], i[0][1])):
             label = {"meta": "Meta `encodec`", "ours": "ours, encodec_24khz", "default": "ours, default"}[which]
-            lines.append(f"| {label} | {seconds:.0f} s | {mb:.0f} MB |")
+            lines.append(f"| {label} | {seconds:.0f} s | {mb:.0f} MB | {before:.0f} MB | {mb - before:.0f} MB |")
         for which in ("ours", "default"):
-            runs = sorted((s, mb) for (w, s), mb in memory.items() if w == which)
+            runs = sorted((s, mb) for (w, s), (mb, _) in memory.items() if w == which)
             if len(runs) >= 2 and runs[-1][1] > MEMORY_GROWTH_LIMIT * runs[0][1]:
                 missed.append(f"{which}: peak memory grows with length ({runs[0][1]:.0f} MB at {runs[0][0]:.0f} s, "
                               f"{runs[-1][1]:.0f} MB at {runs[-1][0]:.0f} s)")
@@ -338,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         label = f"default ({default.weights.name}) vs Meta 24 kHz"
         rows.append(bench_pair(label, meta, default, wav, args.repeats, False, framecodec_whole_pass(default)))
         print("  default done", flush=True)
-    memory: dict[tuple[str, float], float] = {}
+    memory: dict[tuple[str, float], tuple[float, float]] = {}
     if "memory" not in skip:
         lengths = [float(s) for s in (args.memory_seconds or ("2,6" if args.smoke else "60,600")).split(",")]
         meta_lengths = [float(s) for s in args.meta_memory_seconds.split(",")] if args.meta_memory_seconds else [
@@ -359,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
         print(profile_shares(ours_from_meta(meta, args.smoke), test_signal(args.profile)))
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": [r.__dict__ for r in rows],
-                                               "memory": {f"{w}@{s}": mb for (w, s), mb in memory.items()}}, indent=1))
+                                               "memory": {f"{w}@{s}": {"peak_mb": mb, "before_mb": before}
+                                                          for (w, s), (mb, before) in memory.items()}}, indent=1))
     print()
     if args.smoke:
         correctness = [m for m in missed if re.search(r"codes differ|waveform", m)]

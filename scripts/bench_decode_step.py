@@ -9,6 +9,9 @@
 2. The real step: the embedded Gemma 3 270M (or a tiny random one with `--smoke`) extended with audio rows, a
    `FastDecoder` step timed (median of 20), then one step under `torch.profiler`: its time in matrix products and the
    number of tensor operations it dispatches.
+3. Small operations: microseconds per call of single tensor operations on a hidden-size vector `[1, 640]`, and of
+   the RMS norm written out (seven operations), as `F.rms_norm` and as `audiolm.fastgen._rms_norm` (four). A step
+   dispatches hundreds of these, so their fixed cost, not their arithmetic, is what the non-product part costs.
 
 Measurements only; no targets (the targets live in bench_lm.py).
 """
@@ -81,6 +84,39 @@ def profiled_step(model, vocab, batch: int) -> tuple[float, float, int]:
     return 1e3 * statistics.median(times), matmul_us / 1e3, len(top_level)
 
 
+def op_costs(hidden: int, repeats: int = 20000) -> dict[str, float]:
+    """Microseconds per call (best of 3 runs of `repeats` calls) of small operations on `[1, hidden]`."""
+    import torch
+    import torch.nn.functional as F
+
+    from audiolm.fastgen import _rms_norm
+
+    x, w = torch.randn(1, hidden), torch.randn(hidden)
+    eps = 1e-6
+    floor = torch.tensor((hidden * eps) ** 0.5)
+    ops = {
+        "x * w": lambda: x * w,
+        "x.mean(-1, keepdim=True)": lambda: x.mean(-1, keepdim=True),
+        "torch.linalg.vector_norm(x, dim=-1)": lambda: torch.linalg.vector_norm(x, dim=-1, keepdim=True),
+        "RMS norm written out (7 ops)": lambda: x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w,
+        "F.rms_norm(x, (n,), w, eps)": lambda: F.rms_norm(x, (hidden,), w, eps),
+        "fastgen._rms_norm (4 ops)": lambda: _rms_norm(x, w, floor),
+    }
+    result = {}
+    with torch.inference_mode():
+        for name, op in ops.items():
+            best = float("inf")
+            for _ in range(3):
+                for _ in range(200):
+                    op()
+                start = time.perf_counter()
+                for _ in range(repeats):
+                    op()
+                best = min(best, (time.perf_counter() - start) / repeats)
+            result[name] = 1e6 * best
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -113,6 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     for b in batches:
         ms, matmul_ms, ops = profiled_step(model, vocab, b)
         print(f"| B = {b} | {ms:.1f} | {matmul_ms:.1f} ms | {ops} |")
+    hidden = model.config.hidden_size
+    costs = op_costs(hidden, repeats=200 if args.smoke else 20000)
+    print(f"\n| one call on a [1, {hidden}] vector | microseconds |")
+    print("|---|---|")
+    for name, us in costs.items():
+        print(f"| {name} | {us:.1f} |")
     return 0
 
 

@@ -23,3 +23,31 @@ def peak_rss_mb() -> float:
         pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def _status_mb(field: str) -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return None
+
+
+def current_rss_mb() -> float:
+    """Resident set size of this process now, in MiB (`VmRSS`; the peak where /proc is missing)."""
+    now = _status_mb("VmRSS")
+    return peak_rss_mb() if now is None else now
+
+
+def reset_peak() -> bool:
+    """Restart `VmHWM` from the current resident size (Linux >= 4.0: "5" to /proc/self/clear_refs), so that a later
+    `peak_rss_mb()` covers only what follows, not, e.g., building the test input. False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True

@@ -62,5 +62,30 @@ def test_bench_decode_step_smoke(capsys):
     bench = _script("bench_decode_step")
     assert bench.main(["--smoke", "--threads", "1"]) == 0
     out = capsys.readouterr().out
-    for label in ("F.linear(x, W)", "x @ W^T", "(W @ x^T)^T", "| B = 1 |", "| B = 8 |"):
+    for label in ("F.linear(x, W)", "x @ W^T", "(W @ x^T)^T", "| B = 1 |", "| B = 8 |", "fastgen._rms_norm"):
         assert label in out
+
+
+def test_reset_peak_forgets_what_came_before():
+    """After `reset_peak`, the peak covers only what follows: a freed 200 MB buffer no longer counts, a new one does."""
+    import subprocess
+
+    import pytest
+
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("needs Linux /proc/self/clear_refs")
+    child = """
+import sys; sys.path.insert(0, 'scripts')
+from peakmem import current_rss_mb, peak_rss_mb, reset_peak
+def touch(mb):
+    b = bytearray(mb * 2**20); b[::4096] = b"\\x01" * len(b[::4096]); return b
+b = touch(200); del b
+before = peak_rss_mb()
+assert reset_peak()
+after_reset = peak_rss_mb()
+c = touch(100)
+print(before, after_reset, peak_rss_mb(), current_rss_mb())
+"""
+    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    before, after_reset, peak, now = map(float, out.split())
+    assert before > 200 and after_reset < 100 and 100 < peak < 200 and now > 100
