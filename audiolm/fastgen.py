@@ -51,8 +51,8 @@ def _rms_norm(x: torch.Tensor, weight: torch.Tensor, floor: torch.Tensor) -> tor
     `sqrt(n) / sqrt(||x||^2 + n eps) = rsqrt(mean(x^2) + eps)`. Computed in float32 as transformers does; the values
     agree with transformers' norm up to float rounding (tests/audiolm/test_generate.py). On this CPU an operation on
     a 640-float vector costs about 4 us of dispatch and a `mean` 13 us, so the seven operations of the written-out
-    norm (or `F.rms_norm`, which runs them inside) take about 37 us against about 16 us here
-    (`scripts/bench_decode_step.py` counts a step's operations).
+    norm (or `F.rms_norm`, which runs them inside) take 34-50 us against 17-20 us here (`scripts/bench_decode_step.py`
+    times them).
     """
     if x.dtype == torch.float32:
         return x / torch.hypot(torch.linalg.vector_norm(x, dim=-1, keepdim=True), floor) * weight
