@@ -176,7 +176,12 @@ def conv_transpose1d_by_matmul(x: torch.Tensor, weight: torch.Tensor, stride: in
         return F.conv_transpose1d(x, weight, None, stride)
     B, _, T = x.shape
     blocks = kernel // stride
-    z = torch.matmul(weight.reshape(c_in, c_out * kernel).t(), x)  # [B, C_out * kernel, T]
+    # one `mm` per batch item into a preallocated [B, C_out * kernel, T]: `torch.matmul` of a 2-D by a 3-D tensor
+    # folds the batch into the product through a contiguous copy, which cost as much as the product itself here
+    product = weight.reshape(c_in, c_out * kernel).t()
+    z = x.new_empty(B, c_out * kernel, T)
+    for b in range(B):
+        torch.mm(product, x[b], out=z[b])
     z = z.view(B, c_out, blocks, stride, T).transpose(-1, -2)  # [B, C_out, blocks, T, stride]
     out = x.new_zeros(B, c_out, T + blocks - 1, stride)
     for j in range(blocks):
