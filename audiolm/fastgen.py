@@ -4,7 +4,7 @@ transformers' `generate` spends a decoding step on (1) the 262k(+audio)-row head
 reads, (2) a growing `DynamicCache` (a `torch.cat` per layer per step) and (3) a few thousand Python calls of
 generic machinery (masks, rotary tables, output dataclasses, logits processors). `FastDecoder` keeps the arithmetic
 of a Gemma 3 decoder layer (same operations in the same dtypes, regrouped: the matrix products in the weight layout
-this CPU reads fastest, the RMS norms in four tensor operations instead of seven, the attention's scaling folded
+this CPU reads fastest, the RMS norms in four tensor operations instead of six, the attention's scaling folded
 into q's norm), so its values equal transformers' up to float rounding, and drops the rest:
 
 - the prompt is run once through the transformers model itself (so the prefill is bit-identical) and its keys and
@@ -50,7 +50,7 @@ def _rms_norm(x: torch.Tensor, weight: torch.Tensor, floor: torch.Tensor) -> tor
     together) and `floor` is `sqrt(n * eps)`, so that `x / hypot(||x||, floor) * weight` is the same expression:
     `sqrt(n) / sqrt(||x||^2 + n eps) = rsqrt(mean(x^2) + eps)`. Computed in float32 as transformers does; the values
     agree with transformers' norm up to float rounding (tests/audiolm/test_generate.py). On this CPU an operation on
-    a 640-float vector costs about 4 us of dispatch and a `mean` 13 us, so the seven operations of the written-out
+    a 640-float vector costs about 4 us of dispatch and a `mean` 13 us, so the six operations of the written-out
     norm (or `F.rms_norm`, which runs them inside) take 34-50 us against 17-20 us here (`scripts/bench_decode_step.py`
     times them).
     """
@@ -232,7 +232,7 @@ class FastDecoder:
     def step(self, token_ids: torch.Tensor) -> torch.Tensor:
         """Feed one token per stream `[B]`; returns the final-normed hidden state `[B, H]` of that position.
 
-        A step is about 55 tensor operations per layer besides the four matrix products; on a CPU each costs a few
+        A step is about 50 tensor operations per layer, the four matrix products included; on a CPU each costs a few
         microseconds of dispatch, so the code below is written to dispatch few (see `_rms_norm`).
         """
         pos = self.length

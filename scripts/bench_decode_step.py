@@ -10,7 +10,7 @@
    `FastDecoder` step timed (median of 20), then one step under `torch.profiler`: its time in matrix products and the
    number of tensor operations it dispatches.
 3. Small operations: microseconds per call of single tensor operations on a hidden-size vector `[1, 640]`, and of
-   the RMS norm written out (seven operations), as `F.rms_norm` and as `audiolm.fastgen._rms_norm` (four). A step
+   the RMS norm written out (six operations), as `F.rms_norm` and as `audiolm.fastgen._rms_norm` (four). A step
    dispatches hundreds of these, so their fixed cost, not their arithmetic, is what the non-product part costs.
 
 Measurements only; no targets (the targets live in bench_lm.py).
@@ -98,7 +98,7 @@ def op_costs(hidden: int, repeats: int = 20000) -> dict[str, float]:
         "x * w": lambda: x * w,
         "x.mean(-1, keepdim=True)": lambda: x.mean(-1, keepdim=True),
         "torch.linalg.vector_norm(x, dim=-1)": lambda: torch.linalg.vector_norm(x, dim=-1, keepdim=True),
-        "RMS norm written out (7 ops)": lambda: x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w,
+        "RMS norm written out (6 ops)": lambda: x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w,
         "F.rms_norm(x, (n,), w, eps)": lambda: F.rms_norm(x, (hidden,), w, eps),
         "fastgen._rms_norm (4 ops)": lambda: _rms_norm(x, w, floor),
     }

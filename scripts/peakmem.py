@@ -12,20 +12,8 @@ import resource
 import sys
 
 
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process since its `exec`, in MiB."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
-
-
 def _status_mb(field: str) -> float | None:
+    """A `Vm...` field of /proc/self/status in MiB, or None where /proc is missing."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
@@ -34,6 +22,15 @@ def _status_mb(field: str) -> float | None:
     except OSError:
         pass
     return None
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process since its `exec` (or the last `reset_peak`), in MiB."""
+    peak = _status_mb("VmHWM")
+    if peak is not None:
+        return peak
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
 def current_rss_mb() -> float:

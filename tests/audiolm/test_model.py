@@ -1,5 +1,4 @@
-"""Model extension, restricted heads (exactness and speed) and bridge save/load, on a tiny Gemma 3."""
-
+"""Model extension, restricted heads (exactness and arithmetic) and bridge save/load, on a tiny Gemma 3."""
 
 import pytest
 import torch
