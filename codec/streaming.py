@@ -34,7 +34,10 @@ from .modules import (
     SEANetEncoder,
     SEANetResnetBlock,
     conv_transpose1d_by_matmul,
+    conv_transpose1d_time_major,
+    from_time_major,
     pad1d,
+    to_time_major,
 )
 from .modules.conv import extra_padding_for_conv1d
 
@@ -45,6 +48,11 @@ def _cat(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
     if b is None or b.shape[-1] == 0:
         return a
     return torch.cat([a, b], dim=-1)
+
+
+def _per_channel(bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """`bias` [C] shaped to broadcast over the channels of `x` [B, C, T] or time-major [B, C, 1, T]."""
+    return bias.view(-1, *([1] * (x.dim() - 2)))
 
 
 class _Stream:
@@ -89,7 +97,7 @@ class _ConvStream(_Stream):
                 return None
             self.buffer, self.raw = pad1d(self.raw, (self.left, 0), self.conv.pad_mode), None
         else:
-            self.buffer = torch.cat([self.buffer, x], dim=-1)
+            self.buffer = _cat(self.buffer, x)  # no copy when nothing is left over (1x1 convolutions)
         return self._emit()
 
     def _emit(self):
@@ -97,7 +105,7 @@ class _ConvStream(_Stream):
         if size < self.kernel:
             return None
         n = (size - self.kernel) // self.stride + 1
-        y = self.conv.norm(self.conv.conv(self.buffer[..., : (n - 1) * self.stride + self.kernel]))
+        y = self.conv.convolve(self.buffer[..., : (n - 1) * self.stride + self.kernel])
         self.buffer = self.buffer[..., n * self.stride :]
         return y
 
@@ -127,17 +135,23 @@ class _ConvTransposeStream(_Stream):
     def push(self, x):
         if x is None or x.shape[-1] == 0:
             return None
-        layer = self.conv.conv
-        y = conv_transpose1d_by_matmul(x, layer.weight, self.stride)  # [B, C, (t - 1) * stride + kernel]
+        weight, bias = self.conv.conv.weight, self.conv.conv.bias
+        biased = x.dim() == 4  # time-major: the product starts from the bias (no extra pass over the output)
+        if biased:
+            y = conv_transpose1d_time_major(x, weight, self.stride, bias)
+        else:
+            y = conv_transpose1d_by_matmul(x, weight, self.stride)  # [B, C, (t - 1) * stride + kernel]
         if self.tail is not None:
-            y = torch.cat([y[..., : self.tail.shape[-1]] + self.tail, y[..., self.tail.shape[-1] :]], dim=-1)
+            y[..., : self.tail.shape[-1]] += self.tail  # y is this chunk's own new tensor
         final = x.shape[-1] * self.stride  # no later frame reaches before this sample
-        out, self.tail = y[..., :final], y[..., final:]
-        return self._finish(out)
+        out, tail = y[..., :final], y[..., final:]
+        self.tail = tail - _per_channel(bias, tail) if biased and bias is not None else tail
+        return self._finish(out, biased)
 
-    def _finish(self, out):
-        if self.conv.conv.bias is not None:
-            out = out + self.conv.conv.bias[:, None]
+    def _finish(self, out, biased: bool = False):
+        bias = self.conv.conv.bias
+        if bias is not None and not biased:
+            out = out + _per_channel(bias, out)
         if self.skip:
             dropped = min(self.skip, out.shape[-1])
             out, self.skip = out[..., dropped:], self.skip - dropped
@@ -239,11 +253,14 @@ class StreamingEncoder:
         self.num_codebooks = model.codebooks_for(bandwidth)
         self.length = 0  # samples pushed
         self._encoder = _stream_of(model.encoder)
+        self._time_major = model.encoder.time_major  # the layout the layers run in, as in `model.encode`
         self._batch: int | None = None
 
     def _codes(self, latent: torch.Tensor | None) -> torch.Tensor:
         if latent is None:
             return torch.zeros(self._batch or 1, self.num_codebooks, 0, dtype=torch.long)
+        if latent.dim() == 4:
+            latent = latent.squeeze(2)  # [B, D, T] viewing [B, T, D] memory: what the quantizer reads anyway
         return self.model.quantizer.encode(latent, self.num_codebooks)
 
     def push(self, chunk: torch.Tensor) -> torch.Tensor:
@@ -253,7 +270,7 @@ class StreamingEncoder:
         self._batch = chunk.shape[0]
         self.length += chunk.shape[-1]
         with torch.inference_mode():
-            return self._codes(self._encoder.push(chunk))
+            return self._codes(self._encoder.push(to_time_major(chunk) if self._time_major else chunk))
 
     def flush(self) -> torch.Tensor:
         """End of input: the remaining codes `[B, K, t]` (the last frames see Meta's right padding)."""
@@ -272,19 +289,22 @@ class StreamingDecoder:
         _check_streamable(model)
         self.model = model
         self._decoder = _stream_of(model.decoder)
+        self._time_major = model.decoder.time_major  # the layout the layers run in, as in `model.decode`
         self._shape: tuple[int, int] | None = None
 
     def _wav(self, wav: torch.Tensor | None) -> torch.Tensor:
         if wav is None:
             batch = self._shape[0] if self._shape else 1
             return torch.zeros(batch, self.model.channels, 0)
-        return wav
+        return from_time_major(wav) if wav.dim() == 4 else wav
 
     def push(self, codes: torch.Tensor) -> torch.Tensor:
         """Next frames `[B, K, t]` -> the samples `[B, C, s]` that became final (hop_length per frame, after a lag)."""
         self._shape = (codes.shape[0], codes.shape[1])
         with torch.inference_mode():
             latent = self.model.quantizer.decode(codes) if codes.shape[-1] else None
+            if latent is not None and self._time_major:
+                latent = to_time_major(latent)
             return self._wav(self._decoder.push(latent))
 
     def flush(self) -> torch.Tensor:

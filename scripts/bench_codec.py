@@ -231,6 +231,125 @@ def profile_shares(ours, wav, rows: int = 6) -> str:
     return "\n".join(lines)
 
 
+def identical_codes_limit(row: Row, ours, wav) -> str:
+    """What bounds the encode speed-up while the codes must equal Meta's, from a profile of our encode of `wav`.
+
+    The codes depend on the exact rounding of the latent, so the kernels that compute it must be the ones Meta's
+    package runs on `[B, C, T]` signals: oneDNN's convolutions, oneDNN's LSTM and PyTorch's ELU (a time-major
+    convolution moves the latent by float rounding and flips codes at near-ties, as the time-major line shows; the
+    ELU's vectorised `expm1` costs the same in either layout, `--layers`). Their share of our encode, times our
+    median, is a floor that no reimplementation of the rest can go under; Meta's median over it is the best speed-up
+    at identical codes."""
+    from collections import Counter
+
+    from torch.profiler import ProfilerActivity, profile
+
+    from codec import pipeline
+
+    fixed = ("aten::mkldnn_convolution", "aten::mkldnn_rnn_layer", "aten::elu")
+    pipeline.encode(ours, wav, 6.0)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        pipeline.encode(ours, wav, 6.0)
+    spent = Counter()
+    for event in prof.events():
+        spent[event.name] += event.self_cpu_time_total
+    share = sum(spent[name] for name in fixed) / sum(spent.values())
+    floor = share * row.median("ours_encode")
+    return (f"identical-codes limit: convolutions, LSTM and ELU (the kernels whose rounding fixes the codes, the same "
+            f"as Meta's) take {100 * share:.0f} % of our encode = {floor:.2f} s of {row.median('ours_encode'):.2f} s;"
+            f" Meta's {row.median('meta_encode'):.2f} s / {floor:.2f} s = at most "
+            f"{row.median('meta_encode') / floor:.2f}x with everything else free")
+
+
+def time_major_encode(meta, ours, wav, repeats: int) -> tuple[float, float, int, int]:
+    """(Meta's median, ours time-major median, codes differing from Meta's, codes) for the opt-in fast encoder."""
+    import torch
+
+    from codec import pipeline
+
+    meta_t, ours_t = [], []
+    ours.encoder.time_major = True
+    try:
+        for _ in range(repeats):
+            with torch.no_grad():
+                t, frames = timed(lambda: meta.encode(wav))
+            meta_t.append(t)
+            t, encoded = timed(lambda: pipeline.encode(ours, wav, 6.0))
+            ours_t.append(t)
+    finally:
+        ours.encoder.time_major = False
+    codes = frames[0][0]
+    return statistics.median(meta_t), statistics.median(ours_t), int((codes != encoded.codes).sum()), codes.numel()
+
+
+def layer_table(ours, seconds: float, repeats: int = 3) -> str:
+    """Markdown table: each SEANet convolution and the ELUs of our encodec_24khz on `seconds` of audio, timed in the
+    `[B, C, T]` layout and time-major (`codec.modules.conv`), best of `repeats`."""
+    import torch
+    import torch.nn.functional as F
+
+    from codec.modules import SConv1d, SConvTranspose1d, conv_transpose1d_by_matmul, to_time_major
+    from codec.modules.seanet import ELU
+
+    def best(fn) -> float:
+        times = []
+        for _ in range(repeats):
+            times.append(timed(fn)[0])
+        return min(times)
+
+    inputs: list[tuple[str, torch.nn.Module, torch.Tensor]] = []
+    hooks = []
+    for part in ("encoder", "decoder"):
+        for module in getattr(ours, part).modules():
+            if isinstance(module, (SConv1d, SConvTranspose1d, ELU)):
+                hooks.append(module.register_forward_pre_hook(
+                    lambda m, args, part=part: inputs.append((part, m, args[0]))))
+    saved = ours.encoder.time_major, ours.decoder.time_major
+    ours.encoder.time_major = ours.decoder.time_major = False
+    try:
+        with torch.inference_mode():
+            ours.decode_segment(ours.encode_segment(test_signal(seconds), 8)[0])
+    finally:
+        for hook in hooks:
+            hook.remove()
+        ours.encoder.time_major, ours.decoder.time_major = saved
+    lines = [f"| layer ({seconds:.0f} s of audio) | input [C, T] | `[B, C, T]` ms | time-major ms | speed-up "
+             "| time-major GFLOP/s |", "|---|---|---|---|---|---|"]
+    totals: dict[str, list[float]] = {}
+    with torch.inference_mode():
+        for part, module, x in inputs:
+            fast = to_time_major(x)
+            if isinstance(module, SConvTranspose1d):  # what the streamed [B, C, T] path runs (the fastest there)
+                weight = module.conv.weight
+                plain = best(lambda: conv_transpose1d_by_matmul(x, weight, module.stride))  # noqa: B023
+                name = f"{part} transposed conv {weight.shape[0]}->{weight.shape[1]} k{module.kernel_size} " \
+                       f"s{module.stride}"
+            elif isinstance(module, ELU):  # PyTorch's ELU (what [B, C, T] runs) on the same time-major memory
+                plain = best(lambda: F.elu(fast))  # noqa: B023
+            else:
+                plain = best(lambda: module(x))  # noqa: B023
+                name = (f"{part} conv {module.conv.in_channels}->{module.conv.out_channels} k{module.kernel_size} "
+                        f"s{module.stride}")
+            tm = best(lambda: module(fast))  # noqa: B023
+            key = (f"{part} ELUs (all; PyTorch's vs `codec.modules.seanet.ELU`)" if isinstance(module, ELU)
+                   else f"{part} convolutions (all)")
+            totals.setdefault(key, [0.0, 0.0])
+            totals[key][0] += plain
+            totals[key][1] += tm
+            if not isinstance(module, ELU):
+                weight = module.conv.weight  # [C_out, C_in, k] or, transposed, [C_in, C_out, k]
+                frames = x.shape[-1] if isinstance(module, SConvTranspose1d) else -(-x.shape[-1] // module.stride)
+                flops = 2 * weight.numel() * frames
+                lines.append(f"| {name} | {x.shape[1]} x {x.shape[-1]} | {1e3 * plain:.1f} | {1e3 * tm:.1f} | "
+                             f"{plain / tm:.2f}x | {flops / tm / 1e9:.0f} |")
+    for key, (plain, tm) in totals.items():
+        lines.append(f"| **{key}** | | {1e3 * plain:.1f} | {1e3 * tm:.1f} | {plain / tm:.2f}x | |")
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    peak = 2 * 2048**3 / best(lambda: a @ b) / 1e9
+    lines.append(f"\nfor scale: a 2048 x 2048 fp32 matrix product runs at {peak:.0f} GFLOP/s here")
+    return "\n".join(lines)
+
+
 # ---- memory (fresh subprocesses) ------------------------------------------------------------------------------------
 def memory_child(which: str, seconds: float, tiny: bool, threads: int) -> None:
     """Body of a `--memory-child` subprocess: encode + decode `seconds` of audio, print peak RSS in MB as JSON."""
@@ -313,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="also write the raw timings to this file")
     parser.add_argument("--profile", type=float, default=0.0,
                         help="also profile our encodec_24khz encode and decode of this many seconds (0: off)")
+    parser.add_argument("--layers", type=float, default=0.0,
+                        help="also time each convolution and the ELUs in both layouts on this many seconds (0: off)")
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     seconds = args.seconds or (3.0 if args.smoke else 60.0)
@@ -336,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     if "encodec" not in skip:
         ours = ours_from_meta(meta, args.smoke)
         rows.append(bench_pair("encodec_24khz (random weights)", meta, ours, wav, args.repeats, True))
+        fast_encode = time_major_encode(meta, ours, wav, args.repeats)
         print("  encodec_24khz done", flush=True)
     if "default" not in skip:
         default = default_codec(args.smoke)
@@ -358,9 +480,19 @@ def main(argv: list[str] | None = None) -> int:
     text, missed = table(rows, memory)
     print()
     print(text)
+    if "encodec" not in skip:
+        meta_t, ours_t, differ, total = fast_encode
+        print(f"\nopt-in time-major encoder (`model.encoder.time_major = True`; not the target, its codes differ): "
+              f"encode {ours_t:.2f} s ({seconds / ours_t:.1f}x real time) vs Meta {meta_t:.2f} s = "
+              f"**{meta_t / ours_t:.2f}x**, {differ}/{total} codes differ from Meta's (near-ties)")
     if args.profile:
         print(f"\nprofile of {args.profile:.0f} s, {torch.get_num_threads()} threads:\n")
         print(profile_shares(ours_from_meta(meta, args.smoke), test_signal(args.profile)))
+        if "encodec" not in skip:
+            print("\n" + identical_codes_limit(rows[0], ours, test_signal(args.profile)))
+    if args.layers:
+        print(f"\nlayers, {torch.get_num_threads()} threads:\n")
+        print(layer_table(ours_from_meta(meta, args.smoke), args.layers))
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": [r.__dict__ for r in rows],
                                                "memory": {f"{w}@{s}": {"peak_mb": mb, "before_mb": before}

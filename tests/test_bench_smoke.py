@@ -22,10 +22,12 @@ def _script(name: str):
 def test_bench_codec_smoke(capsys):
     bench = _script("bench_codec")
     status = bench.main(["--smoke", "--seconds", "2", "--repeats", "1", "--threads", "1", "--memory-seconds", "1",
-                         "--profile", "1"])
+                         "--profile", "1", "--layers", "1"])
     out = capsys.readouterr().out
     assert status == 0, out
     assert "| `aten::mkldnn_convolution` |" in out  # the profile table
+    assert "identical-codes limit:" in out and "opt-in time-major encoder" in out
+    assert "| decoder transposed conv 32->16 k16 s8 | 32 x 75 |" in out  # the layer table, tiny model
     assert "| encodec_24khz (random weights) | 2 s | encode |" in out
     assert "0/" in out and "codes differ" in out  # identical codes, counted
     assert "| default (" in out and "peak RSS" in out

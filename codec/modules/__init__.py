@@ -4,9 +4,12 @@ from .conv import (
     SConv1d,
     SConvTranspose1d,
     conv_transpose1d_by_matmul,
+    conv_transpose1d_time_major,
     extra_padding_for_conv1d,
     fold_weight_norm,
+    from_time_major,
     pad1d,
+    to_time_major,
     unpad1d,
 )
 from .lstm import SLSTM
@@ -21,8 +24,11 @@ __all__ = [
     "SEANetResnetBlock",
     "SLSTM",
     "conv_transpose1d_by_matmul",
+    "conv_transpose1d_time_major",
     "extra_padding_for_conv1d",
     "fold_weight_norm",
+    "from_time_major",
     "pad1d",
+    "to_time_major",
     "unpad1d",
 ]

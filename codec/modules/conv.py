@@ -4,6 +4,13 @@ Padding follows Meta's `SConv1d`/`SConvTranspose1d` exactly, because codes depen
 (kernel - 1) * dilation - (stride - 1)` samples go on the left (causal) or are split with the extra one on the left
 (non-causal); then the right is padded just enough that the last window is full, so `ceil(S / stride)` frames come
 out. Reflect padding of an input shorter than the pad first appends zeros, as Meta's `pad1d` does.
+
+Two layouts, same modules. Signals are `[B, C, T]` (PyTorch's default, Meta's), or "time-major": `[B, C, 1, T]` in
+channels-last memory, i.e. `[B, T, C]` in memory (`to_time_major`). oneDNN convolves time-major signals directly,
+while a `[B, C, T]` signal is reordered into a blocked layout and back at every layer; at EnCodec's 24 kHz layers
+(1-64 channels) a time-major convolution is 2-3.5x faster (`scripts/bench_codec.py --layers`). Its sums run in a
+different order, so outputs move by float rounding (~1e-6 relative): fine for waveforms, but enough to flip residual
+VQ choices at near-ties, so an encoder stays in `[B, C, T]` unless asked (see `SEANetEncoder.time_major`).
 """
 
 from __future__ import annotations
@@ -25,18 +32,33 @@ def extra_padding_for_conv1d(length: int, kernel_size: int, stride: int, padding
     return ideal_length - length
 
 
+def to_time_major(x: torch.Tensor) -> torch.Tensor:
+    """`[B, C, T]` -> the same signal time-major: `[B, C, 1, T]` stored as `[B, T, C]` (channels-last)."""
+    return x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+
+
+def from_time_major(x: torch.Tensor) -> torch.Tensor:
+    """Time-major `[B, C, 1, T]` -> a contiguous `[B, C, T]`."""
+    return x.squeeze(2).contiguous()
+
+
+def _last_axis(pads: tuple[int, int], x: torch.Tensor) -> tuple[int, ...]:
+    """`F.pad` amounts for the last axis of a `[B, C, T]` or time-major `[B, C, 1, T]` signal."""
+    return pads if x.dim() == 3 else (*pads, 0, 0)
+
+
 def pad1d(x: torch.Tensor, paddings: tuple[int, int], mode: str = "zeros", value: float = 0.0) -> torch.Tensor:
     """Pad the last axis of `x` [..., S]; `mode` "reflect" works on inputs shorter than the pad (zeros go first)."""
     left, right = paddings
     if mode != "reflect":
-        return F.pad(x, (left, right), "constant", value)
+        return F.pad(x, _last_axis((left, right), x), "constant", value)
     length = x.shape[-1]
     widest = max(left, right)
     appended = 0
     if length <= widest:  # reflect needs more samples than the pad: append zeros first, drop them after
         appended = widest - length + 1
-        x = F.pad(x, (0, appended))
-    padded = F.pad(x, (left, right), "reflect")
+        x = F.pad(x, _last_axis((0, appended), x))
+    padded = F.pad(x, _last_axis((left, right), x), "reflect")
     return padded[..., : padded.shape[-1] - appended]
 
 
@@ -111,9 +133,19 @@ class SConv1d(nn.Module):
         return total - right, right + extra
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x is [B, C, S]
-        x = pad1d(x, self.paddings(x.shape[-1]), self.pad_mode)
-        return self.norm(self.conv(x))
+        # x is [B, C, S] or time-major [B, C, 1, S]
+        return self.convolve(pad1d(x, self.paddings(x.shape[-1]), self.pad_mode))
+
+    def convolve(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution and norm over an already padded `x` (either layout, kept)."""
+        if x.dim() == 3:
+            return self.norm(self.conv(x))
+        conv = self.conv
+        if x.shape[1] == 1:  # oneDNN takes a 1-channel signal for [B, C, T] and would answer in that layout
+            windows = x.flatten(1).unfold(-1, self.effective_kernel_size, self.stride)[..., :: self.dilation]
+            y = F.linear(windows, conv.weight.flatten(1), conv.bias)  # [B, T, C_out]: time-major already
+            return self.norm(y.transpose(1, 2).unsqueeze(2))
+        return self.norm(F.conv2d(x, conv.weight.unsqueeze(2), conv.bias, (1, self.stride), 0, (1, self.dilation)))
 
 
 class SConvTranspose1d(nn.Module):
@@ -157,9 +189,12 @@ class SConvTranspose1d(nn.Module):
         return total - right, right
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x is [B, C, T]; the raw output is [B, C', (T - 1) * stride + kernel_size]
-        y = self.norm(self.conv(x))
-        return unpad1d(y, self.trims())
+        # x is [B, C, T] or time-major [B, C, 1, T]; the raw output is [B, C', (T - 1) * stride + kernel_size]
+        if x.dim() == 3:
+            y = self.conv(x)
+        else:
+            y = conv_transpose1d_time_major(x, self.conv.weight, self.stride, self.conv.bias)
+        return unpad1d(self.norm(y), self.trims())
 
 
 def conv_transpose1d_by_matmul(x: torch.Tensor, weight: torch.Tensor, stride: int) -> torch.Tensor:
@@ -187,6 +222,32 @@ def conv_transpose1d_by_matmul(x: torch.Tensor, weight: torch.Tensor, stride: in
     for j in range(blocks):
         out[:, :, j : j + T] += z[:, :, j]
     return out.view(B, c_out, (T + blocks - 1) * stride)
+
+
+def conv_transpose1d_time_major(x: torch.Tensor, weight: torch.Tensor, stride: int,
+                                bias: torch.Tensor | None = None) -> torch.Tensor:
+    """`F.conv_transpose1d` of a time-major `x` [B, C_in, 1, T]; returns time-major `[B, C_out, 1, (T - 1) *
+    stride + kernel]`.
+
+    With `kernel` a multiple of `stride` (EnCodec: 2 * stride), frame t's `kernel` output samples are `x_t W`, and
+    block j of them (`stride` samples) lands on output block t + j. In time-major memory the output is
+    `[T + blocks - 1, stride * C_out]` row by row, so block j of every frame is added in place by one
+    `addmm_(x [T, C_in], W_j [C_in, stride * C_out])` into rows j..j+T: no frames tensor, no separate overlap-add.
+    Values equal `F.conv_transpose1d` up to float rounding (different summation order).
+    """
+    c_in, c_out, kernel = weight.shape
+    if kernel % stride:
+        return F.conv_transpose2d(x, weight.unsqueeze(2), bias, (1, stride))
+    B, T = x.shape[0], x.shape[-1]
+    blocks = kernel // stride
+    rows = T + blocks - 1
+    product = weight.permute(0, 2, 1).reshape(c_in, blocks, stride * c_out)  # [C_in, blocks, stride * C_out]
+    out = x.new_zeros(B, rows, stride * c_out) if bias is None else bias.repeat(stride).expand(B, rows, -1).clone()
+    for b in range(B):
+        frames = x[b, :, 0].t()  # [T, C_in], rows contiguous in time-major memory
+        for j in range(blocks):
+            out[b, j : j + T].addmm_(frames, product[:, j])
+    return out.view(B, rows * stride, c_out).permute(0, 2, 1).unsqueeze(2)
 
 
 def fold_weight_norm(module: nn.Module) -> nn.Module:

@@ -28,9 +28,16 @@ class SLSTM(nn.Module):
     def step(
         self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """Run from `state` (h, c), each [num_layers, B, C]; returns the output [B, C, T] and the new state."""
-        x = x.permute(2, 0, 1)  # [T, B, C], the LSTM's layout
+        """Run from `state` (h, c), each [num_layers, B, C]; returns the output [B, C, T] and the new state.
+
+        A time-major `x` [B, C, 1, T] (see `codec.modules.conv`) gives a time-major output; for B = 1 its memory
+        already is the LSTM's `[T, B, C]`, so no transposition is copied either way."""
+        time_major = x.dim() == 4
+        x = (x.squeeze(2) if time_major else x).permute(2, 0, 1)  # [T, B, C], the LSTM's layout
         y, state = self.lstm(x, state)
         if self.skip:
             y = y + x
-        return y.permute(1, 2, 0), state
+        y = y.permute(1, 2, 0)
+        if time_major:
+            y = y.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+        return y, state

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from encodec import modules as meta
 from encodec.modules import conv as meta_conv
 
@@ -16,10 +17,18 @@ from codec.modules import (
     SEANetConfig,
     SEANetDecoder,
     SEANetEncoder,
+    conv_transpose1d_time_major,
     extra_padding_for_conv1d,
     fold_weight_norm,
+    from_time_major,
     pad1d,
+    to_time_major,
 )
+from codec.modules.seanet import ELU
+
+
+def is_time_major(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and x.shape[2] == 1 and x.is_contiguous(memory_format=torch.channels_last)
 
 
 def copy_conv(ours: torch.nn.Module, theirs: torch.nn.Module) -> None:
@@ -135,3 +144,76 @@ def test_seanet_matches_meta_layer_for_layer(causal, norm):
 def test_time_group_norm_cannot_be_causal():
     with pytest.raises(ValueError, match="causal"):
         SConv1d(2, 2, 3, causal=True, norm="time_group_norm")
+
+
+# -- the time-major layout: same functions, float rounding apart ------------------------------------------------------
+
+
+@pytest.mark.parametrize("causal,norm", [(True, "weight_norm"), (False, "time_group_norm")])
+@pytest.mark.parametrize("channels_in,kernel,stride,dilation", [(4, 7, 1, 1), (4, 3, 1, 2), (4, 8, 4, 1),
+                                                                 (1, 7, 1, 1), (1, 4, 2, 1), (1, 3, 1, 3)])
+def test_time_major_sconv1d_equals_the_default_layout(causal, norm, channels_in, kernel, stride, dilation):
+    torch.manual_seed(0)
+    conv = SConv1d(channels_in, 6, kernel, stride, dilation, causal=causal, norm=norm)
+    with torch.inference_mode():
+        for length in (1, 5, 37, 64):
+            x = torch.randn(2, channels_in, length)
+            expected = conv(x)
+            y = conv(to_time_major(x))
+            assert is_time_major(y)  # the layout survives every layer, 1-channel inputs included
+            assert torch.allclose(from_time_major(y), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kernel,stride", [(4, 2), (10, 5), (16, 8), (3, 1), (5, 2)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv_transpose1d_time_major_matches_torch(kernel, stride, bias):
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 13)
+    weight = torch.randn(6, 4, kernel)
+    b = torch.randn(4) if bias else None
+    y = conv_transpose1d_time_major(to_time_major(x), weight, stride, b)
+    assert is_time_major(y) and y.shape == (2, 4, 1, 12 * stride + kernel)
+    assert torch.allclose(from_time_major(y), F.conv_transpose1d(x, weight, b, stride), atol=1e-5, rtol=1e-5)
+
+
+def test_elu_on_time_major_signals_is_elu_within_float_rounding():
+    x = torch.cat([torch.linspace(-30, 30, 10_001), torch.tensor([0.0, -0.0, 1e-30, -1e-30, -1e-7, float("-inf")])])
+    signal = x.view(1, 1, -1).expand(1, 3, -1).contiguous()
+    expected = F.elu(signal)
+    assert torch.equal(ELU()(signal), expected)  # [B, C, T]: PyTorch's own, bit for bit
+    y = from_time_major(ELU()(to_time_major(signal)))
+    assert (y - expected).abs().max() <= 6e-8
+    assert torch.equal(y[..., -1], torch.full((1, 3), -1.0))
+    assert torch.isnan(ELU()(to_time_major(torch.full((1, 2, 3), float("nan"))))).all()
+
+
+def test_slstm_time_major_equals_default_layout_and_state():
+    torch.manual_seed(0)
+    lstm = SLSTM(8, num_layers=2)
+    x = torch.randn(2, 8, 30)
+    with torch.inference_mode():
+        whole, state = lstm.step(x)
+        y, state_tm = lstm.step(to_time_major(x))
+    assert is_time_major(y)
+    assert torch.allclose(from_time_major(y), whole, atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(state, state_tm, strict=True))
+
+
+def test_seanet_runs_time_major_only_where_asked_and_only_without_gradients():
+    torch.manual_seed(0)
+    config = SEANetConfig(channels=1, dimension=16, n_filters=4, ratios=(4, 2), causal=True)
+    encoder, decoder = SEANetEncoder(config), SEANetDecoder(config)
+    assert not encoder.time_major and decoder.time_major  # the defaults: codes as Meta's, fast waveforms
+    x = torch.randn(1, 1, 403)
+    z = encoder(x)
+    y = decoder(z)  # gradients on: [B, C, T] everywhere, whatever the flags say
+    decoder.time_major = False
+    assert torch.equal(decoder(z), y)
+    with torch.inference_mode():
+        reference_z, reference_y = encoder(x), decoder(z)
+        decoder.time_major = encoder.time_major = True
+        y, fast_z = decoder(z), encoder(x)
+    assert y.is_contiguous() and fast_z.is_contiguous()
+    assert not torch.equal(y, reference_y)  # the time-major path did run ...
+    assert torch.allclose(y, reference_y, atol=1e-5)  # ... and computes the same function
+    assert torch.allclose(fast_z, reference_z, atol=1e-5)

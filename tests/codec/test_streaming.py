@@ -90,8 +90,31 @@ def test_streaming_encoder_random_trials(models):
     assert differing <= max(1, frames // 100)
 
 
+@pytest.fixture
+def layout(models, request):
+    """Run the 24 kHz model's encoder and decoder time-major (True) or in [B, C, T] (False) for one test."""
+    model = models["encodec_24khz"]
+    saved = model.encoder.time_major, model.decoder.time_major
+    model.encoder.time_major = model.decoder.time_major = request.param
+    yield request.param
+    model.encoder.time_major, model.decoder.time_major = saved
+
+
+@pytest.mark.parametrize("layout", [True], indirect=True)
+@pytest.mark.parametrize("length,chunk", [(2_000, 7), (31_111, 5_000)])
+def test_streaming_time_major_encoder_equals_its_whole_encode(models, layout, length, chunk):
+    model = models["encodec_24khz"]
+    wav = 0.3 * torch.randn(1, 1, length, generator=torch.Generator().manual_seed(length))
+    reference = model.encode(wav, 6.0).codes
+    encoder = StreamingEncoder(model, 6.0)
+    streamed = torch.cat([encoder.push(c) for c in chunks_of(wav, chunk)] + [encoder.flush()], dim=-1)
+    assert streamed.shape == reference.shape
+    assert near_tie_check(model, wav, reference, streamed) <= max(1, reference.shape[-1] // 50)
+
+
+@pytest.mark.parametrize("layout", [True, False], indirect=True)
 @pytest.mark.parametrize("frames,chunk", [(1, 1), (9, 1), (61, 4), (61, 100)])
-def test_streaming_decoder_equals_whole_decode(models, frames, chunk):
+def test_streaming_decoder_equals_whole_decode(models, layout, frames, chunk):
     model = models["encodec_24khz"]
     codes = torch.randint(0, 1024, (2, 8, frames), generator=torch.Generator().manual_seed(frames))
     reference = model.decode(EncodedAudio(codes=codes))
