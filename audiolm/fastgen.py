@@ -75,24 +75,41 @@ def _swap_halves(x: torch.Tensor) -> torch.Tensor:
     return torch.roll(x, x.shape[-1] // 2, dims=-1)
 
 
+def _packed_products_available(dtype: torch.dtype) -> bool:
+    """Whether oneDNN's prepacked linear (`torch.ops.mkldnn`, what PyTorch's compiler uses for frozen CPU weights) is
+    there for this dtype."""
+    return (dtype == torch.float32 and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight") and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+
+
 class _Projection:
     """`F.linear(x, weight)` for `x` `[B, in]`, with the weight stored in the layout the CPU reads fastest at this B.
 
     A decoding step is a handful of `[B, in] x [in, out]` products with B = 1..16, which BLAS runs as matrix x vector
     or very skinny matrix products, bound by reading the weight. `scripts/bench_decode_step.py` times the 18 layers'
-    products of Gemma 3 270M in three layouts (its table is in the README): on the 2-core development CPU (AVX2,
-    MKL) `x @ W^T` with `W^T` stored `[in, out]` was fastest at B = 1 and `(W @ x^T)^T` with `W` as stored
-    `[out, in]` at B = 8 (the skinny side becomes the product's N), both ahead of `F.linear`. Same products, so the
-    same values up to float rounding. B = 1 stores a transposed copy of each weight; larger B reads `W` as it is.
+    products of Gemma 3 270M in four layouts (its table is in the README): on the 2-core development CPU (AVX2,
+    MKL) `x @ W^T` with `W^T` stored `[in, out]` was fastest at B = 1, and at B = 8 oneDNN's linear on a weight
+    prepacked once for that batch (`torch.ops.mkldnn._reorder_linear_weight`, blocked for its skinny-GEMM kernel),
+    ahead of `(W @ x^T)^T` with `W` as stored (the fallback where oneDNN is missing) and of `F.linear`. Same products,
+    so the same values up to float rounding. Either way each weight is stored once more, in its new layout.
     """
 
     def __init__(self, weight: torch.Tensor, batch: int):
         weight = weight.detach()
-        self.transposed = batch == 1
-        self.weight = weight.t().contiguous() if self.transposed else weight.contiguous()
+        self.mode = "vector" if batch == 1 else "packed" if _packed_products_available(weight.dtype) else "matrix"
+        if self.mode == "vector":
+            self.weight = weight.t().contiguous()
+        elif self.mode == "packed":
+            self.weight = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), batch)
+        else:
+            self.weight = weight.contiguous()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return x @ self.weight if self.transposed else (self.weight @ x.t()).t().contiguous()
+        if self.mode == "vector":
+            return x @ self.weight
+        if self.mode == "packed":
+            return torch.ops.mkldnn._linear_pointwise(x, self.weight, None, "none", [], "")
+        return (self.weight @ x.t()).t().contiguous()
 
 
 class _Layer:
@@ -138,7 +155,7 @@ _PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _prepared_layers(model: Any, batch: int) -> list[_Layer]:
-    layout = "vector" if batch == 1 else "matrix"  # _Projection's two layouts
+    layout = "vector" if batch == 1 else f"batch {batch}"  # _Projection's layouts (packed for its batch size)
     signature = _signature(model)
     per_model = _PREPARED.setdefault(model, {})
     cached = per_model.get(layout)

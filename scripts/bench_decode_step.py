@@ -3,9 +3,10 @@
     python scripts/bench_decode_step.py [--threads 2] [--streams 1,8] [--smoke]
 
 1. Layouts: the four products of each of Gemma 3 270M's 18 layers (q/k/v, o, gate/up, down; random fp32 weights, one
-   distinct set per layer so that a step streams ~0.4 GB from memory as the real one does), timed per step for
-   `F.linear(x, W)`, `x @ W^T` with `W^T` stored `[in, out]`, and `(W @ x^T)^T` with `W` as stored `[out, in]`, at
-   each batch size. The choice in `audiolm.fastgen._Projection` rests on this table.
+   distinct set per layer so that a step streams ~0.4 GB from memory as the real one does), timed per step
+   (interleaved) for `F.linear(x, W)`, `x @ W^T` with `W^T` stored `[in, out]`, `(W @ x^T)^T` with `W` as stored
+   `[out, in]`, and oneDNN's linear on `W` prepacked for the batch size, at each batch size. The choice in
+   `audiolm.fastgen._Projection` rests on this table.
 2. The real step: the embedded Gemma 3 270M (or a tiny random one with `--smoke`) extended with audio rows, a
    `FastDecoder` step timed (median of 20), then one step under `torch.profiler`: its time in matrix products and the
    number of tensor operations it dispatches.
@@ -37,25 +38,30 @@ def layout_times(batch: int, shapes: list[tuple[int, int]], layers: int, repeats
     import torch
     import torch.nn.functional as F
 
+    from audiolm.fastgen import _packed_products_available
+
     weights = [[torch.randn(o, i) for o, i in shapes] for _ in range(layers)]
-    transposed = [[w.t().contiguous() for w in ws] for ws in weights]
     inputs = {i: torch.randn(batch, i) for _, i in shapes}
-    layouts = {
-        "F.linear(x, W)": lambda x, w, wt: F.linear(x, w),
-        "x @ W^T, W^T stored [in, out]": lambda x, w, wt: x @ wt,
-        "(W @ x^T)^T, W stored [out, in]": lambda x, w, wt: (w @ x.t()).t(),
+    layouts = {  # name: (weight as stored, product)
+        "F.linear(x, W)": (lambda w: w, lambda x, w: F.linear(x, w)),
+        "x @ W^T, W^T stored [in, out]": (lambda w: w.t().contiguous(), lambda x, wt: x @ wt),
+        "(W @ x^T)^T, W stored [out, in]": (lambda w: w, lambda x, w: (w @ x.t()).t().contiguous()),
     }
-    result = {}
-    for name, product in layouts.items():
-        times = []
-        for _ in range(repeats + 1):
-            start = time.perf_counter()
-            for ws, wts in zip(weights, transposed, strict=True):
-                for (_, i), w, wt in zip(shapes, ws, wts, strict=True):
-                    product(inputs[i], w, wt)
-            times.append(time.perf_counter() - start)
-        result[name] = 1e3 * statistics.median(times[1:])
-    return result
+    if _packed_products_available(torch.float32):
+        layouts["oneDNN linear, W prepacked for B"] = (
+            lambda w: torch.ops.mkldnn._reorder_linear_weight(w, batch),
+            lambda x, p: torch.ops.mkldnn._linear_pointwise(x, p, None, "none", [], ""))
+    stored = {name: [[prepare(w) for w in ws] for ws in weights] for name, (prepare, _) in layouts.items()}
+    times: dict[str, list[float]] = {name: [] for name in layouts}
+    with torch.inference_mode():
+        for _ in range(repeats + 1):  # layouts interleaved, the first round is a warm-up
+            for name, (_, product) in layouts.items():
+                start = time.perf_counter()
+                for ws in stored[name]:
+                    for (_, i), w in zip(shapes, ws, strict=True):
+                        product(inputs[i], w)
+                times[name].append(time.perf_counter() - start)
+    return {name: 1e3 * statistics.median(t[1:]) for name, t in times.items()}
 
 
 def profiled_step(model, vocab, batch: int) -> tuple[float, float, int]:
@@ -80,7 +86,8 @@ def profiled_step(model, vocab, batch: int) -> tuple[float, float, int]:
         decoder.step(token)
     events = prof.events()
     top_level = [e for e in events if e.cpu_parent is None]
-    matmul_us = sum(e.self_cpu_time_total for e in events if e.name in ("aten::mm", "aten::addmm", "aten::bmm"))
+    products = ("aten::mm", "aten::addmm", "aten::bmm", "mkldnn::_linear_pointwise")
+    matmul_us = sum(e.self_cpu_time_total for e in events if e.name in products)
     return 1e3 * statistics.median(times), matmul_us / 1e3, len(top_level)
 
 

@@ -240,8 +240,9 @@ def test_fast_decoder_prepares_weights_once_per_model_and_layout(untrained, voca
 
     first, again = FastDecoder(untrained, max_len=16, batch=1), FastDecoder(untrained, max_len=32, batch=1)
     assert again.layers is first.layers
-    batched = FastDecoder(untrained, max_len=16, batch=2)  # the other weight layout, prepared separately
-    assert batched.layers is not first.layers and FastDecoder(untrained, max_len=16, batch=3).layers is batched.layers
+    batched = FastDecoder(untrained, max_len=16, batch=2)  # another weight layout, prepared separately
+    assert batched.layers is not first.layers and FastDecoder(untrained, max_len=8, batch=2).layers is batched.layers
+    assert FastDecoder(untrained, max_len=16, batch=3).layers is not batched.layers  # packed for its own batch size
     with torch.no_grad():
         untrained.model.layers[0].mlp.down_proj.weight.mul_(2.0)
     updated = FastDecoder(untrained, max_len=16, batch=1)
@@ -253,3 +254,19 @@ def test_fast_decoder_prepares_weights_once_per_model_and_layout(untrained, voca
         decoder.prefill(ids[:, :2])
     torch.testing.assert_close(updated.step(ids[:, 2]), expected, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(first.step(ids[:, 2]), expected, rtol=1e-4, atol=1e-4)  # the stale one is off
+
+
+@pytest.mark.parametrize("batch", [1, 2, 8])
+def test_fast_projection_layouts_compute_the_linear_map(batch):
+    """Each of `_Projection`'s layouts (transposed copy at B = 1, oneDNN-prepacked otherwise) is `F.linear` up to
+    float rounding, for its own batch size and, prepacked, for another one too."""
+    from audiolm.fastgen import _packed_products_available, _Projection
+
+    g = torch.Generator().manual_seed(batch)
+    weight = torch.randn(96, 40, generator=g)
+    projection = _Projection(weight, batch)
+    expected_mode = "vector" if batch == 1 else "packed" if _packed_products_available(torch.float32) else "matrix"
+    assert projection.mode == expected_mode
+    for rows in {batch, 3}:
+        x = torch.randn(rows, 40, generator=g)
+        torch.testing.assert_close(projection(x), torch.nn.functional.linear(x, weight), rtol=1e-5, atol=1e-5)
