@@ -12,7 +12,9 @@ normalised on its own) and is processed segment by segment, with the overlap-add
 
 Numerics: each output is computed by the same operations on the same values as in the whole-signal call; only the
 blocking of the underlying matrix products can differ with the chunk length, which may move a value by one float
-rounding (see the measurements in tests/codec/test_streaming.py).
+rounding (see the measurements in tests/codec/test_streaming.py). The layers run in the layout the model's encoder
+and decoder are set to (`time_major`, see `codec.modules.conv`), as `model.encode` / `model.decode` run them; chunks
+in and out are `[B, C, s]` either way.
 """
 
 from __future__ import annotations
