@@ -14,8 +14,9 @@ into q's norm), so its values equal transformers' up to float rounding, and drop
   position, attention of the one new query over the cached keys (sliding layers over the last `sliding_window`);
 - logits are computed only over the rows the step may emit (`rows[k]`, one codebook's 1024 ids plus specials), from
   head matrices gathered once, so a step reads the body once plus ~2.6 MB of head instead of ~0.75 GB;
-- the fused and re-laid-out weights are prepared once per model and batch layout (about 0.3 s and 0.4 GB for
-  Gemma 3 270M) and reused by later decoders while the model's weights are unchanged.
+- the fused and re-laid-out weights are prepared once per model and batch size (0.1-0.6 s and about 0.4 GB for
+  Gemma 3 270M; `scripts/bench_lm.py` prints the time) and reused by later decoders while the model's weights are
+  unchanged.
 
 Greedy output equals transformers' `generate` with the same constraint as a logits processor (checked by
 `scripts/bench_lm.py`, which also prints the memory-bandwidth bound of a step). Batches of B streams share the step.
@@ -91,7 +92,7 @@ class _Projection:
     MKL) `x @ W^T` with `W^T` stored `[in, out]` was fastest at B = 1, and at B = 8 oneDNN's linear on a weight
     prepacked once for that batch (`torch.ops.mkldnn._reorder_linear_weight`, blocked for its skinny-GEMM kernel),
     ahead of `(W @ x^T)^T` with `W` as stored (the fallback where oneDNN is missing) and of `F.linear`. Same products,
-    so the same values up to float rounding. Either way each weight is stored once more, in its new layout.
+    so the same values up to float rounding. The transposed and the prepacked layouts store each weight once more.
     """
 
     def __init__(self, weight: torch.Tensor, batch: int):

@@ -206,8 +206,9 @@ def framecodec_whole_pass(model):
 
 
 # ---- profile ---------------------------------------------------------------------------------------------------------
-def profile_shares(ours, wav, rows: int = 6) -> str:
-    """Markdown table: the ops with the most self CPU time in our encode and decode of `wav` (torch.profiler)."""
+def profile_shares(ours, wav, rows: int = 6) -> tuple[str, dict[str, float]]:
+    """Markdown table of the ops with the most self CPU time in our encode and decode of `wav` (torch.profiler),
+    and every op's share of the encode (for `identical_codes_limit`)."""
     from collections import Counter
 
     from torch.profiler import ProfilerActivity, profile
@@ -228,11 +229,11 @@ def profile_shares(ours, wav, rows: int = 6) -> str:
     names = sorted(set(shares[0]) | set(shares[1]), key=lambda n: -(shares[0].get(n, 0) + shares[1].get(n, 0)))
     for name in names[:rows]:
         lines.append(f"| `{name}` | {100 * shares[0].get(name, 0):.0f} % | {100 * shares[1].get(name, 0):.0f} % |")
-    return "\n".join(lines)
+    return "\n".join(lines), shares[0]
 
 
-def identical_codes_limit(row: Row, ours, wav) -> str:
-    """What bounds the encode speed-up while the codes must equal Meta's, from a profile of our encode of `wav`.
+def identical_codes_limit(row: Row, encode_shares: dict[str, float]) -> str:
+    """What bounds the encode speed-up while the codes must equal Meta's, from the ops' shares of our encode.
 
     The codes depend on the exact rounding of the latent, so the kernels that compute it must be the ones Meta's
     package runs on `[B, C, T]` signals: oneDNN's convolutions, oneDNN's LSTM and PyTorch's ELU (a time-major
@@ -240,20 +241,8 @@ def identical_codes_limit(row: Row, ours, wav) -> str:
     ELU's vectorised `expm1` costs the same in either layout, `--layers`). Their share of our encode, times our
     median, is a floor that no reimplementation of the rest can go under; Meta's median over it is the best speed-up
     at identical codes."""
-    from collections import Counter
-
-    from torch.profiler import ProfilerActivity, profile
-
-    from codec import pipeline
-
     fixed = ("aten::mkldnn_convolution", "aten::mkldnn_rnn_layer", "aten::elu")
-    pipeline.encode(ours, wav, 6.0)
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        pipeline.encode(ours, wav, 6.0)
-    spent = Counter()
-    for event in prof.events():
-        spent[event.name] += event.self_cpu_time_total
-    share = sum(spent[name] for name in fixed) / sum(spent.values())
+    share = sum(encode_shares.get(name, 0.0) for name in fixed)
     floor = share * row.median("ours_encode")
     return (f"identical-codes limit: convolutions, LSTM and ELU (the kernels whose rounding fixes the codes, the same "
             f"as Meta's) take {100 * share:.0f} % of our encode = {floor:.2f} s of {row.median('ours_encode'):.2f} s;"
@@ -487,9 +476,10 @@ def main(argv: list[str] | None = None) -> int:
               f"**{meta_t / ours_t:.2f}x**, {differ}/{total} codes differ from Meta's (near-ties)")
     if args.profile:
         print(f"\nprofile of {args.profile:.0f} s, {torch.get_num_threads()} threads:\n")
-        print(profile_shares(ours_from_meta(meta, args.smoke), test_signal(args.profile)))
+        shares_table, encode_shares = profile_shares(ours_from_meta(meta, args.smoke), test_signal(args.profile))
+        print(shares_table)
         if "encodec" not in skip:
-            print("\n" + identical_codes_limit(rows[0], ours, test_signal(args.profile)))
+            print("\n" + identical_codes_limit(rows[0], encode_shares))
     if args.layers:
         print(f"\nlayers, {torch.get_num_threads()} threads:\n")
         print(layer_table(ours_from_meta(meta, args.smoke), args.layers))

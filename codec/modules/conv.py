@@ -7,10 +7,10 @@ out. Reflect padding of an input shorter than the pad first appends zeros, as Me
 
 Two layouts, same modules. Signals are `[B, C, T]` (PyTorch's default, Meta's), or "time-major": `[B, C, 1, T]` in
 channels-last memory, i.e. `[B, T, C]` in memory (`to_time_major`). oneDNN convolves time-major signals directly,
-while a `[B, C, T]` signal is reordered into a blocked layout and back at every layer; at EnCodec's 24 kHz layers
-(1-64 channels) a time-major convolution is 2-3.5x faster (`scripts/bench_codec.py --layers`). Its sums run in a
-different order, so outputs move by float rounding (~1e-6 relative): fine for waveforms, but enough to flip residual
-VQ choices at near-ties, so an encoder stays in `[B, C, T]` unless asked (see `SEANetEncoder.time_major`).
+while a `[B, C, T]` signal is reordered into a blocked layout and back at every layer; at EnCodec's 24 and 12 kHz
+layers (16-64 channels) a time-major convolution is 1.5-3.5x faster (`scripts/bench_codec.py --layers`). Its sums
+run in a different order, so outputs move by float rounding (~1e-6 relative): fine for waveforms, but enough to flip
+residual VQ choices at near-ties, so an encoder stays in `[B, C, T]` unless asked (see `SEANetEncoder.time_major`).
 """
 
 from __future__ import annotations

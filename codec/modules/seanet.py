@@ -122,9 +122,10 @@ def _run(layers: nn.ModuleList, x: torch.Tensor, time_major: bool) -> torch.Tens
 class SEANetEncoder(nn.Module):
     """Waveform `[B, channels, S]` -> latent `[B, dimension, ceil(S / hop_length)]`.
 
-    `time_major` (off by default; inference only) runs the layers time-major (`codec.modules.conv`): its
-    convolutions are 1.6x faster (encode ~1.15x), but the latent moves by float rounding, which changes a few residual
-    VQ codes at near-ties against Meta's package (41 of 36,000 on a minute of noise, `scripts/bench_codec.py`).
+    `time_major` (off by default; inference only) runs the layers time-major (`codec.modules.conv`): its convolutions
+    take 1.4-1.5x less time (`scripts/bench_codec.py --layers`; encode ~1.1x), but the latent moves by float rounding,
+    which changes a few residual VQ codes at near-ties against Meta's package (41 of 36,000 on a minute of noise,
+    `scripts/bench_codec.py`).
 
     Args:
         config: the architecture.
