@@ -12,13 +12,12 @@ def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="codec", description="Neural audio codec toolkit (EnCodec and friends).")
     sub = parser.add_subparsers(dest="command", required=True)
     from .cli import add_parsers as add_main
+    from .cli import add_sweep_parser
     from .train.cli import add_parsers as add_train
 
     add_main(sub)
     add_train(sub)
-    from .sweep import add_parser as add_sweep
-
-    add_sweep(sub)
+    add_sweep_parser(sub)
     return parser
 
 

@@ -1,6 +1,8 @@
 """Audio file I/O and format conversion: read any audio file, bring it to a model's rate and channels, write atomically.
 
-Waveforms are float32 torch tensors `[C, S]` (channels, samples) for one file, `[B, C, S]` for a batch.
+Waveforms are float32 torch tensors `[C, S]` (channels, samples) for one file, `[B, C, S]` for a batch; with
+`tensors=False` the readers give numpy arrays instead and never import torch (the torch-free runtime,
+`codec.runtime`), and `convert_audio` / the writers take either.
 Reading uses `soundfile` (libsndfile: WAV, FLAC, OGG Vorbis/Opus, MP3, AIFF, ...) and falls back to `ffmpeg` for
 containers libsndfile cannot read (M4A/AAC, WebM, video files, ...). Every user-caused problem is an `AudioError`
 (or `CodecError` for output paths) with a one-line message naming the file.
@@ -17,13 +19,16 @@ import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import soundfile as sf
-import torch
-import torchaudio.functional as AF
 
+from .arrays import is_tensor, like, to_numpy
 from .errors import AudioError, CodecError
+
+if TYPE_CHECKING:
+    import torch
 
 PathLike = str | os.PathLike
 
@@ -41,11 +46,12 @@ class Audio:
     """A decoded audio file.
 
     Args:
-        wav: `[C, S]` float32 samples; integer PCM is scaled to [-1, 1), float files are passed through unchanged.
+        wav: `[C, S]` float32 samples (torch tensor, or numpy array from `read_audio(..., tensors=False)`); integer
+            PCM is scaled to [-1, 1), float files are passed through unchanged.
         sample_rate: samples per second (Hz).
     """
 
-    wav: torch.Tensor
+    wav: torch.Tensor | np.ndarray
     sample_rate: int
 
     @property
@@ -77,7 +83,7 @@ def _check_input_path(path: Path) -> None:
 
 def _read_with_soundfile(path: Path) -> Audio:
     data, rate = sf.read(str(path), dtype="float32", always_2d=True)  # [S, C]
-    return Audio(wav=torch.from_numpy(np.ascontiguousarray(data.T)), sample_rate=int(rate))
+    return Audio(wav=np.ascontiguousarray(data.T), sample_rate=int(rate))
 
 
 def _probe_with_ffmpeg(path: Path, soundfile_error: str) -> tuple[int, int, float]:
@@ -117,11 +123,12 @@ def _read_with_ffmpeg(path: Path, soundfile_error: str) -> Audio:
         raise AudioError(f"{path}: ffmpeg cannot decode it ({_one_line(decoded.stderr.decode(errors='replace'))})")
     samples = np.frombuffer(decoded.stdout, dtype="<f4")
     samples = samples[: len(samples) // channels * channels].reshape(-1, channels)  # [S, C]
-    return Audio(wav=torch.from_numpy(np.ascontiguousarray(samples.T)), sample_rate=rate)
+    return Audio(wav=np.ascontiguousarray(samples.T), sample_rate=rate)
 
 
-def read_audio(path: PathLike) -> Audio:
-    """Read an audio file of any rate and channel count into `Audio` (`wav` is `[C, S]` float32).
+def read_audio(path: PathLike, tensors: bool = True) -> Audio:
+    """Read an audio file of any rate and channel count into `Audio` (`wav` is `[C, S]` float32; a numpy array
+    when `tensors` is false).
 
     Raises `AudioError` (one line naming the file) when the file is missing, a directory, not decodable audio,
     empty, or holds NaN/Inf samples.
@@ -136,9 +143,10 @@ def read_audio(path: PathLike) -> Audio:
         raise AudioError(f"{path}: cannot open it ({_one_line(error)})") from error
     if audio.num_samples == 0:
         raise AudioError(f"{path}: contains no samples")
-    bad = int((~torch.isfinite(audio.wav)).sum())
+    bad = int((~np.isfinite(audio.wav)).sum())
     if bad:
         raise AudioError(f"{path}: contains {bad} NaN or Inf samples")
+    audio.wav = like(audio.wav, tensors)
     return audio
 
 
@@ -174,12 +182,12 @@ def audio_info(path: PathLike) -> AudioInfo:
         return AudioInfo(sample_rate=rate, channels=channels, num_samples=int(round(seconds * rate)))
 
 
-def stream_audio(path: PathLike, block_samples: int) -> Iterator[torch.Tensor]:
+def stream_audio(path: PathLike, block_samples: int, tensors: bool = True) -> Iterator[torch.Tensor | np.ndarray]:
     """Read an audio file in consecutive blocks `[C, block_samples]` (the last may be shorter), in bounded memory.
 
     Same formats, fallback and checks as `read_audio`: a missing or unreadable file raises `AudioError` at once,
     NaN/Inf samples at the block that holds them, an empty file when iteration ends without a block. Use
-    `audio_info` for the rate and channel count.
+    `audio_info` for the rate and channel count. Numpy blocks when `tensors` is false.
     """
     if block_samples <= 0:
         raise AudioError(f"block size must be positive, got {block_samples}")
@@ -190,28 +198,28 @@ def stream_audio(path: PathLike, block_samples: int) -> Iterator[torch.Tensor]:
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
         rate, channels, _ = _probe_with_ffmpeg(path, _one_line(error))
         blocks = _stream_with_ffmpeg(path, rate, channels, block_samples)
-    return _checked_blocks(path, blocks)
+    return _checked_blocks(path, blocks, tensors)
 
 
-def _checked_blocks(path: Path, blocks: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
+def _checked_blocks(path: Path, blocks: Iterator[np.ndarray], tensors: bool) -> Iterator[Any]:
     offset = 0
     for block in blocks:
-        bad = int((~torch.isfinite(block)).sum())
+        bad = int((~np.isfinite(block)).sum())
         if bad:
             raise AudioError(f"{path}: contains {bad} NaN or Inf samples in the block at sample {offset}")
         offset += block.shape[1]
-        yield block
+        yield like(block, tensors)
     if offset == 0:
         raise AudioError(f"{path}: contains no samples")
 
 
-def _stream_with_soundfile(handle: sf.SoundFile, block_samples: int) -> Iterator[torch.Tensor]:
+def _stream_with_soundfile(handle: sf.SoundFile, block_samples: int) -> Iterator[np.ndarray]:
     with handle:
         for block in handle.blocks(blocksize=block_samples, dtype="float32", always_2d=True):  # [s, C]
-            yield torch.from_numpy(np.ascontiguousarray(block.T))
+            yield np.ascontiguousarray(block.T)
 
 
-def _stream_with_ffmpeg(path: Path, rate: int, channels: int, block_samples: int) -> Iterator[torch.Tensor]:
+def _stream_with_ffmpeg(path: Path, rate: int, channels: int, block_samples: int) -> Iterator[np.ndarray]:
     command = _ffmpeg_decode_command(path, rate, channels)
     # stderr goes to a file: a pipe nobody reads could fill up on a badly corrupted stream and stall ffmpeg
     with (
@@ -223,7 +231,7 @@ def _stream_with_ffmpeg(path: Path, rate: int, channels: int, block_samples: int
             while chunk := process.stdout.read(block_bytes):
                 samples = np.frombuffer(chunk, dtype="<f4")
                 samples = samples[: len(samples) // channels * channels].reshape(-1, channels)  # [s, C]
-                yield torch.from_numpy(np.ascontiguousarray(samples.T))
+                yield np.ascontiguousarray(samples.T)
             if process.wait() != 0:
                 errors.seek(0)
                 message = _one_line(errors.read().decode(errors="replace"))
@@ -233,7 +241,8 @@ def _stream_with_ffmpeg(path: Path, rate: int, channels: int, block_samples: int
                 process.kill()
 
 
-def convert_audio(wav: torch.Tensor, from_rate: int, to_rate: int, to_channels: int) -> torch.Tensor:
+def convert_audio(wav: torch.Tensor | np.ndarray, from_rate: int, to_rate: int, to_channels: int
+                  ) -> torch.Tensor | np.ndarray:
     """Convert `wav` `[..., C, S]` at `from_rate` Hz to `[..., to_channels, S']` at `to_rate` Hz.
 
     Channels: equal counts pass through; any count -> 1 is the mean over channels (a plain downmix, no -3 dB pan
@@ -243,8 +252,11 @@ def convert_audio(wav: torch.Tensor, from_rate: int, to_rate: int, to_channels: 
     Resampling: `torchaudio.functional.resample` with its defaults, a windowed-sinc low-pass
     (`sinc_interp_hann`, `lowpass_filter_width=6`, `rolloff=0.99`, i.e. cut-off at 0.99 x the lower Nyquist).
     The output length is `S' = ceil(S * to_rate / from_rate)`. Integer input is cast to float32 first; the input is
-    never modified.
+    never modified. Numpy input gives numpy output, resampled by `codec.resample` (the same filter, written for
+    numpy so that the torch-free runtime resamples as the torch path does).
     """
+    if not is_tensor(wav):
+        return _convert_array(np.asarray(wav), from_rate, to_rate, to_channels)
     if wav.dim() < 2:
         raise AudioError(f"expected a waveform [..., C, S], got shape {list(wav.shape)}")
     if from_rate <= 0 or to_rate <= 0:
@@ -252,6 +264,8 @@ def convert_audio(wav: torch.Tensor, from_rate: int, to_rate: int, to_channels: 
     if to_channels <= 0:
         raise AudioError(f"channel count must be positive, got {to_channels}")
     if not wav.is_floating_point():
+        import torch
+
         wav = wav.to(torch.float32)
     channels = wav.shape[-2]
     if channels != to_channels:
@@ -264,8 +278,37 @@ def convert_audio(wav: torch.Tensor, from_rate: int, to_rate: int, to_channels: 
                 f"cannot convert {channels} channels to {to_channels} without a channel layout; mix down to mono first"
             )
     if from_rate != to_rate:
+        import torchaudio.functional as AF
+
         wav = AF.resample(wav.contiguous(), int(from_rate), int(to_rate))
     return wav.contiguous()
+
+
+def _convert_array(wav: np.ndarray, from_rate: int, to_rate: int, to_channels: int) -> np.ndarray:
+    """`convert_audio` for numpy arrays: the same checks, mixing and filter."""
+    from .resample import resample
+
+    if wav.ndim < 2:
+        raise AudioError(f"expected a waveform [..., C, S], got shape {list(wav.shape)}")
+    if from_rate <= 0 or to_rate <= 0:
+        raise AudioError(f"sample rates must be positive, got {from_rate} -> {to_rate} Hz")
+    if to_channels <= 0:
+        raise AudioError(f"channel count must be positive, got {to_channels}")
+    if not np.issubdtype(wav.dtype, np.floating):
+        wav = wav.astype(np.float32)
+    channels = wav.shape[-2]
+    if channels != to_channels:
+        if to_channels == 1:
+            wav = wav.mean(axis=-2, keepdims=True, dtype=wav.dtype)
+        elif channels == 1:
+            wav = np.broadcast_to(wav, (*wav.shape[:-2], to_channels, wav.shape[-1]))
+        else:
+            raise AudioError(
+                f"cannot convert {channels} channels to {to_channels} without a channel layout; mix down to mono first"
+            )
+    if from_rate != to_rate:
+        wav = resample(wav, int(from_rate), int(to_rate))
+    return np.ascontiguousarray(wav)
 
 
 def _umask() -> int:
@@ -337,7 +380,7 @@ def write_audio(
 
 
 def _block_array(path: Path, wav: torch.Tensor | np.ndarray, channels: int | None) -> np.ndarray:
-    data = wav.detach().cpu().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav)
+    data = to_numpy(wav)
     if data.ndim == 1:
         data = data[None]
     if data.ndim != 2 or (channels is not None and data.shape[0] != channels):
@@ -386,8 +429,10 @@ def write_audio_blocks(
     return path
 
 
-def load_for_model(path: PathLike, sample_rate: int, channels: int) -> tuple[torch.Tensor, int]:
-    """Read `path` and convert it for a model: returns (`[1, channels, S]` float32 at `sample_rate`, original rate)."""
-    audio = read_audio(path)
+def load_for_model(path: PathLike, sample_rate: int, channels: int, tensors: bool = True
+                   ) -> tuple[torch.Tensor | np.ndarray, int]:
+    """Read `path` and convert it for a model: returns (`[1, channels, S]` float32 at `sample_rate`, original rate);
+    a numpy array when `tensors` is false."""
+    audio = read_audio(path, tensors=tensors)
     wav = convert_audio(audio.wav, audio.sample_rate, sample_rate, channels)
-    return wav.unsqueeze(0), audio.sample_rate
+    return wav[None], audio.sample_rate

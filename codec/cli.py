@@ -1,4 +1,9 @@
-"""Subcommands `compress`, `decompress`, `roundtrip`, `info`: parse, call `codec.pipeline`, print."""
+"""Subcommands `compress`, `decompress`, `roundtrip`, `info`, `sweep`: parse, call `codec.pipeline` (or
+`codec.sweep`), print.
+
+Nothing is imported at module level beyond the standard library: the default codec runs on the torch-free runtime
+(`--runtime auto`), and a command that does not need torch should not pay 3 s for importing it.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +11,24 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from .errors import CodecError
 
 
-def _model_arg(p: argparse.ArgumentParser) -> None:
+def _model_arg(p: argparse.ArgumentParser, runtime: bool = True) -> None:
     p.add_argument("--model", "-m", help="codec: default | encodec_24khz | encodec_48khz | HF id | path "
                    "(default: $CODEC_MODEL, else the embedded default)")
+    if runtime:
+        p.add_argument("--runtime", choices=("auto", "torch", "onnxruntime"), default="auto",
+                       help="what runs the codec: auto (default) = onnxruntime for this project's frame codec "
+                            "(no torch in the process; graphs exported to the cache on first use), torch otherwise")
 
 
-def _load(name: str | None):
+def _load(name: str | None, runtime: str = "auto"):
     from .registry import load_codec
 
-    return load_codec(name)
+    return load_codec(name, runtime=runtime)
 
 
 def _weights_line(codec) -> str:
@@ -66,7 +76,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def run_compress(args) -> int:
     from .pipeline import compress
 
-    codec = _load(args.model)
+    codec = _load(args.model, args.runtime)
     report = compress(codec, args.input, args.output, args.bandwidth, force=args.force,
                       deterministic=not args.any_threads)
     if args.json:
@@ -87,12 +97,12 @@ def run_decompress(args) -> int:
         try:  # a file made with Meta's architectures names its model; use it when none is given
             with open(args.input, "rb") as fo:
                 header = read_header(fo)
-            from .loaders import KNOWN_MODELS
+            from .container import META_LAYOUTS
 
-            name = header.model if header.model in KNOWN_MODELS else None
+            name = header.model if header.model in META_LAYOUTS else None
         except (OSError, CodecError):
             name = None  # decompress reports the problem with the file
-    codec = _load(name)
+    codec = _load(name, args.runtime)
     report = decompress(codec, args.input, args.output, rate=args.rate, force=args.force)
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))
@@ -109,7 +119,7 @@ def _fmt(value, digits=3) -> str:
 def run_roundtrip(args) -> int:
     from .pipeline import roundtrip
 
-    codec = _load(args.model)
+    codec = _load(args.model, args.runtime)
     report = roundtrip(codec, args.input, args.bandwidth, speech=not args.music, dnsmos=not args.no_dnsmos,
                        output=args.out, force=args.force)
     if args.json:
@@ -164,6 +174,55 @@ def run_info(args) -> int:
               f"{'/'.join(f'{b:g}' for b in row['bandwidths'])} kbps [{state}]\n  {row['note']}")
         for place in row["weights"]:
             print(f"  looks in {place}")
+    return 0
+
+
+def add_sweep_parser(sub) -> None:
+    """Adds `codec sweep` to the CLI's subparsers."""
+    parser = sub.add_parser("sweep", help="bitrate vs quality report: every bandwidth, classic baselines, listening",
+                            description="Run a codec at all its bandwidths (and Opus/MP3/Codec2 at similar bitrates) "
+                                        "over files or folders; write results.csv/json, tokens.csv, plots and "
+                                        "report.html into OUT_DIR.")
+    parser.add_argument("inputs", nargs="+", help="audio files or folders (searched recursively)")
+    parser.add_argument("--report", required=True, metavar="OUT_DIR", help="output folder")
+    parser.add_argument("--model", "-m", default=None, help="codec name or path (default: CODEC_MODEL or the embedded)")
+    parser.add_argument("--lm", default=None, metavar="RUN", help="audiolm run folder: add the LM's bits per second")
+    parser.add_argument("--jobs", "-j", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument("--bandwidth", "-b", type=float, action="append", default=None,
+                        help="only this bandwidth in kbps (repeatable; default: all the model offers)")
+    parser.add_argument("--speech", action="append", default=[], metavar="GLOB", help="treat matching files as speech")
+    parser.add_argument("--music", action="append", default=[], metavar="GLOB", help="treat matching files as music")
+    parser.add_argument("--no-baselines", action="store_true", help="skip Opus, MP3 and Codec2")
+    parser.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS (the slowest metric)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.set_defaults(func=run_sweep_cli)
+
+
+def run_sweep_cli(args) -> int:
+    from .registry import load_codec
+    from .sweep import DEFAULT_SETTINGS, collect_inputs, run_sweep, summary_table
+
+    collect_inputs(args.inputs)  # a typo in a path fails before a model loads
+    codec = load_codec(args.model)
+    if hasattr(codec, "eval"):
+        codec.eval()
+    result = run_sweep(args.inputs, codec, args.report, bandwidths=args.bandwidth,
+                       baselines=() if args.no_baselines else DEFAULT_SETTINGS, speech_globs=args.speech,
+                       music_globs=args.music, dnsmos=not args.no_dnsmos, lm_run=args.lm, jobs=args.jobs,
+                       progress=not args.quiet)
+    summary = {"report": result.report_html, "results": str(Path(result.out_dir) / "results.csv"),
+               "model": result.model, "weights_sha256": result.weights_sha256, "files": len(result.files),
+               "rows": len(result.rows), "elapsed_s": round(result.elapsed_s, 1), "notes": result.notes}
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    else:
+        print(f"model {result.model} (sha256 {result.weights_sha256[:12] or 'none'}): {len(result.files)} files, "
+              f"{len(result.rows)} rows in {result.elapsed_s:.1f} s")
+        for note in result.notes:
+            print(f"note: {note}")
+        print(f"report: {result.report_html}")
+        print(summary_table([row.to_dict() for row in result.rows]))
     return 0
 
 

@@ -31,13 +31,16 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import IO, Any, NamedTuple
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-import torch
 
+from .arrays import concat, like, to_numpy
 from .errors import ContainerError
 from .interface import EncodedAudio
+
+if TYPE_CHECKING:
+    import torch
 
 MAGIC = b"ECDC"
 CONTAINER_VERSION = 0  # the version byte after the magic; Meta's reader accepts only 0
@@ -292,7 +295,7 @@ class BitUnpacker:
 def pack_codes(codes: np.ndarray | torch.Tensor, bits: int = 10) -> bytes:
     """Bit-pack one segment's codes `[K, T]` frame-major (for t: for k), zero-padded to a byte."""
     packer = BitPacker(bits)
-    array = codes.detach().cpu().numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes)
+    array = to_numpy(codes)
     return packer.push(array.T.reshape(-1)) + packer.flush()
 
 
@@ -310,7 +313,7 @@ def unpack_codes(data: bytes, num_codebooks: int, num_frames: int, bits: int = 1
 
 def _codes_array(codes: torch.Tensor | np.ndarray, num_codebooks: int, bits: int) -> np.ndarray:
     """Validated `[1, K, t]` codes as an int64 numpy array (programming errors raise ValueError)."""
-    array = codes.detach().cpu().numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes)
+    array = to_numpy(codes)
     if array.ndim != 3 or array.shape[0] != 1 or array.shape[1] != num_codebooks:
         raise ValueError(f"codes must be [1, {num_codebooks}, T], got {list(array.shape)}")
     if not np.issubdtype(array.dtype, np.integer):
@@ -475,7 +478,7 @@ def write_ecdc(
     the segments' frames concatenated. Returns the header written (with its checksum).
     """
     codes = encoded.codes
-    if codes.dim() != 3 or codes.shape[0] != 1:
+    if len(codes.shape) != 3 or codes.shape[0] != 1:
         raise ValueError(f"codes must be [1, K, T], got {list(codes.shape)}")
     length = header.audio_length if header.audio_length is not None else encoded.length
     if length is None:
@@ -653,10 +656,13 @@ class EcdcReader:
         layout_for: the `CodecLayout`, or a callable / mapping from the model name (`m`) to it
             (for example `META_LAYOUTS`). Unknown names raise `ContainerError`.
         verify: check the `crc` key when the file has one.
+        tensors: codes (and scales) as torch tensors; False gives numpy arrays (the torch-free runtime).
     """
 
-    def __init__(self, fo: IO[bytes], layout_for: LayoutSource = META_LAYOUTS, *, verify: bool = True):
+    def __init__(self, fo: IO[bytes], layout_for: LayoutSource = META_LAYOUTS, *, verify: bool = True,
+                 tensors: bool = True):
         self.fo = fo
+        self.tensors = tensors
         self.header, self._raw_header = _read_header(fo)
         self.layout = _resolve_layout(layout_for, self.header.model)
         header, layout = self.header, self.layout
@@ -720,7 +726,7 @@ class EcdcReader:
                 data = _read_exactly(self.fo, unpacker.bytes_needed(count), f"codes of segment {segment}")
                 crc = zlib.crc32(data, crc)
                 flat = unpacker.pull(data, count)
-                codes = torch.from_numpy(flat.reshape(-1, num_codebooks).T.copy())[None]
+                codes = like(flat.reshape(-1, num_codebooks).T.copy()[None], self.tensors)
                 yield CodesChunk(codes, segment, first_frame, scale, start == 0)
                 first_frame += codes.shape[-1]
             unpacker.align()
@@ -737,16 +743,18 @@ class EcdcReader:
             if chunk.scale is not None and chunk.segment_start:
                 scales.append(chunk.scale)
         return EncodedAudio(
-            codes=torch.cat(codes, dim=-1),
-            scales=torch.tensor([scales], dtype=torch.float32) if self.layout.normalize else None,
+            codes=concat(codes),
+            scales=like(np.array([scales], dtype=np.float32), self.tensors) if self.layout.normalize else None,
             segment_frames=self.layout.segment_frames,
             length=self.header.audio_length,
         )
 
 
-def read_ecdc(fo: IO[bytes], layout_for: LayoutSource = META_LAYOUTS, *, verify: bool = True) -> EcdcContents:
-    """Read a whole `.ecdc` file: `(header, EncodedAudio(codes [1, K, T], scales [1, N] | None, ...))`."""
-    reader = EcdcReader(fo, layout_for, verify=verify)
+def read_ecdc(fo: IO[bytes], layout_for: LayoutSource = META_LAYOUTS, *, verify: bool = True,
+              tensors: bool = True) -> EcdcContents:
+    """Read a whole `.ecdc` file: `(header, EncodedAudio(codes [1, K, T], scales [1, N] | None, ...))`; numpy
+    arrays instead of torch tensors with `tensors=False`."""
+    reader = EcdcReader(fo, layout_for, verify=verify, tensors=tensors)
     return EcdcContents(reader.header, reader.read_all())
 
 

@@ -6,13 +6,19 @@ T frames at `frame_rate`), integers in `0..cardinality-1`.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+import numpy as np
 
+from .arrays import is_tensor
 from .errors import BandwidthError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -20,7 +26,7 @@ class EncodedAudio:
     """The output of `Codec.encode`.
 
     Args:
-        codes: `[B, K, T]` int64 codes.
+        codes: `[B, K, T]` int64 codes (a torch tensor; a numpy array from the torch-free runtime).
         scales: `[B, N]` float per-segment scales for models that normalise each segment (EnCodec 48 kHz), else None.
         segment_frames: frames per segment when `scales` is set (segments are concatenated along T), else None.
         length: number of waveform samples that were encoded (decode trims to it).
@@ -45,12 +51,24 @@ class WeightsInfo:
     path: str | None = None
 
 
+def file_sha256(path) -> str:
+    """sha256 (hex) of a file, read in 1 MiB blocks: how weights files are identified (`WeightsInfo.sha256`)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 class Codec(ABC):
     """A neural audio codec with residual vector quantisation.
 
     Implementations set: `sample_rate`, `channels`, `frame_rate`, `cardinality`, `max_codebooks`, `bandwidths`
-    (kbps, ascending) and `weights` (a `WeightsInfo`).
+    (kbps, ascending) and `weights` (a `WeightsInfo`). `runtime` says what runs it: "torch" (tensors in and out) or
+    "onnxruntime" (`codec.runtime`: numpy arrays in and out, no torch in the process).
     """
+
+    runtime: str = "torch"
 
     sample_rate: int
     channels: int
@@ -115,7 +133,8 @@ class CodesBuffer:
         need = self.filled + piece.shape[-1]
         if self.buffer is None or need > self.buffer.shape[-1]:
             capacity = max(need, 2 * (0 if self.buffer is None else self.buffer.shape[-1]), 1024)
-            grown = piece.new_empty(*piece.shape[:-1], capacity)
+            shape = (*piece.shape[:-1], capacity)
+            grown = piece.new_empty(shape) if is_tensor(piece) else np.empty(shape, piece.dtype)
             if self.buffer is not None:
                 grown[..., : self.filled] = self.buffer[..., : self.filled]
             self.buffer = grown
@@ -126,4 +145,5 @@ class CodesBuffer:
         """The codes appended so far, `[B, K, T]`, as a tensor of their own."""
         if self.buffer is None:
             raise ValueError("no codes were appended")
-        return self.buffer[..., : self.filled].clone()
+        return self.buffer[..., : self.filled].copy() if isinstance(self.buffer, np.ndarray) \
+            else self.buffer[..., : self.filled].clone()

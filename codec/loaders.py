@@ -11,7 +11,6 @@ objects other than tensors is refused. Weight norm is folded once after loading,
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 import pickle
@@ -23,7 +22,7 @@ from pathlib import Path
 import torch
 
 from .errors import WeightsError
-from .interface import WeightsInfo
+from .interface import WeightsInfo, file_sha256
 from .models.encodec import EncodecModel, encodec_24khz, encodec_48khz
 from .modules import SEANetConfig, SEANetDecoder, SEANetEncoder
 from .quantization import ResidualVectorQuantizer
@@ -123,14 +122,6 @@ def _missing(name: str, info: ModelInfo | None) -> WeightsError:
 
 
 # -- reading files ----------------------------------------------------------------------------------------------------
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

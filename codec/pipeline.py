@@ -5,6 +5,9 @@ model works segment by segment, and the default codec runs in overlapping chunks
 read and write the audio file in blocks when the codec can take it that way (the default codec and Meta's causal
 24 kHz model) and the file is at the codec's sample rate, so memory does not grow with the input's length; other
 cases (resampling, the 48 kHz model) hold the waveform once.
+
+Torch codecs get torch tensors; the torch-free runtime (`codec.runtime`, `codec.runtime == "onnxruntime"`) gets numpy
+arrays, and nothing here imports torch for it.
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
+from .arrays import concat, to_numpy
 from .audio import (
     atomic_output,
     audio_info,
@@ -32,7 +35,24 @@ from .errors import ContainerError
 from .interface import Codec, CodesBuffer, EncodedAudio
 from .registry import container_name, layout_of
 
+if TYPE_CHECKING:
+    import torch
+
 STREAM_CHUNK_SECONDS = 10.0
+
+
+def _tensors(codec: Codec) -> bool:
+    """Whether `codec` takes torch tensors (every codec but the torch-free runtime's)."""
+    return getattr(codec, "runtime", "torch") == "torch"
+
+
+def _inference(codec: Codec):
+    """`torch.inference_mode()` for torch codecs; nothing for the torch-free runtime."""
+    if not _tensors(codec):
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.inference_mode()
 
 
 @contextlib.contextmanager
@@ -40,7 +60,12 @@ def _encoder_threads(codec: Codec, deterministic: bool):
     """Meta's SEANet encoder on oneDNN sums its convolutions in an order that depends on the thread count, which flips
     a few codes at near-ties (~0.3 %). With `deterministic`, its encoder runs on one thread, so the `.ecdc` bytes do
     not depend on how many threads the process has. The frame codec is thread-independent as it is."""
-    if not deterministic or hasattr(codec, "encode_blocks") or torch.get_num_threads() == 1:
+    if not deterministic or hasattr(codec, "encode_blocks"):
+        yield
+        return
+    import torch
+
+    if torch.get_num_threads() == 1:
         yield
         return
     threads = torch.get_num_threads()
@@ -84,23 +109,23 @@ def _stream_decode(codec: Codec, encoded: EncodedAudio) -> Iterator[torch.Tensor
     return decode_stream(codec, chunks, encoded.length)  # type: ignore[arg-type]
 
 
-@torch.inference_mode()
 def encode(codec: Codec, wav: torch.Tensor, bandwidth: float) -> EncodedAudio:
     """wav [1, C, S] at the codec's rate -> codes, in bounded memory for long inputs."""
-    if _is_streamable(codec) and wav.shape[-1] > STREAM_CHUNK_SECONDS * codec.sample_rate:
-        step = int(STREAM_CHUNK_SECONDS * codec.sample_rate)
-        return _stream_encode(codec, (wav[..., i: i + step] for i in range(0, wav.shape[-1], step)), bandwidth)
-    encoded = codec.encode(wav, bandwidth)
-    encoded.length = wav.shape[-1]
-    return encoded
+    with _inference(codec):
+        if _is_streamable(codec) and wav.shape[-1] > STREAM_CHUNK_SECONDS * codec.sample_rate:
+            step = int(STREAM_CHUNK_SECONDS * codec.sample_rate)
+            return _stream_encode(codec, (wav[..., i: i + step] for i in range(0, wav.shape[-1], step)), bandwidth)
+        encoded = codec.encode(wav, bandwidth)
+        encoded.length = wav.shape[-1]
+        return encoded
 
 
-@torch.inference_mode()
 def decode(codec: Codec, encoded: EncodedAudio) -> torch.Tensor:
     """codes -> wav [1, C, S], in bounded memory for long inputs."""
-    if _is_streamable(codec) and encoded.codes.shape[-1] > STREAM_CHUNK_SECONDS * codec.frame_rate:
-        return torch.cat(list(_stream_decode(codec, encoded)), dim=-1)
-    return codec.decode(encoded)
+    with _inference(codec):
+        if _is_streamable(codec) and encoded.codes.shape[-1] > STREAM_CHUNK_SECONDS * codec.frame_rate:
+            return concat(list(_stream_decode(codec, encoded)))
+        return codec.decode(encoded)
 
 
 def _header(codec: Codec, encoded: EncodedAudio) -> EcdcHeader:
@@ -116,7 +141,7 @@ def write_container(codec: Codec, encoded: EncodedAudio, fo) -> None:
 def read_container(codec: Codec, fo) -> EncodedAudio:
     """Reads an .ecdc made with `codec` (same architecture and weights), verifying the checksum."""
     layout = layout_of(codec)
-    header, encoded = read_ecdc(fo, layout)
+    header, encoded = read_ecdc(fo, layout, tensors=_tensors(codec))
     if header.model != container_name(codec):
         raise ContainerError(f"file was made with model {header.model!r}, but {container_name(codec)!r} is loaded; "
                              f"pass --model {header.model}")
@@ -165,7 +190,7 @@ def _encode_file(codec: Codec, source: str | Path, bandwidth: float, determinist
 
         def blocks() -> Iterator[torch.Tensor]:
             nonlocal spent
-            reader = stream_audio(source, int(STREAM_CHUNK_SECONDS * rate))
+            reader = stream_audio(source, int(STREAM_CHUNK_SECONDS * rate), tensors=_tensors(codec))
             while True:
                 began = time.perf_counter()
                 block = next(reader, None)
@@ -176,13 +201,13 @@ def _encode_file(codec: Codec, source: str | Path, bandwidth: float, determinist
                 yield wav
 
         start = time.perf_counter()
-        with torch.inference_mode(), _encoder_threads(codec, deterministic):
+        with _inference(codec), _encoder_threads(codec, deterministic):
             if hasattr(codec, "encode_blocks"):
                 encoded = codec.encode_blocks(blocks(), bandwidth)
             else:
                 encoded = _stream_encode(codec, blocks(), bandwidth)
         return encoded, spent + time.perf_counter() - start
-    wav, _ = load_for_model(source, codec.sample_rate, codec.channels)
+    wav, _ = load_for_model(source, codec.sample_rate, codec.channels, tensors=_tensors(codec))
     start = time.perf_counter()
     with _encoder_threads(codec, deterministic):
         encoded = encode(codec, wav, bandwidth)
@@ -222,7 +247,7 @@ class DecompressReport:
 
 def _decoded_blocks(codec: Codec, encoded: EncodedAudio) -> Iterator[torch.Tensor]:
     """The decoded waveform as pieces `[C, s_i]`, from codecs that decode piecewise."""
-    with torch.inference_mode():
+    with _inference(codec):
         pieces = codec.iter_decode(encoded) if hasattr(codec, "iter_decode") else _stream_decode(codec, encoded)
         for piece in pieces:
             yield piece[0]
@@ -289,7 +314,7 @@ def roundtrip(codec: Codec, source: str | Path, bandwidth: float, speech: bool =
 
     num_codebooks = codec.codebooks_for(bandwidth)
     audio_rate = audio_info(source).sample_rate
-    wav, _ = load_for_model(source, codec.sample_rate, codec.channels)
+    wav, _ = load_for_model(source, codec.sample_rate, codec.channels, tensors=_tensors(codec))
     start = time.perf_counter()
     encoded = encode(codec, wav, bandwidth)
     encode_seconds = time.perf_counter() - start
@@ -303,7 +328,7 @@ def roundtrip(codec: Codec, source: str | Path, bandwidth: float, speech: bool =
     if output is not None:
         write_audio(output, decoded[0], codec.sample_rate, force=force, inputs=[source])
     duration = wav.shape[-1] / codec.sample_rate
-    report = evaluate(wav[0].numpy(), decoded[0].numpy(), codec.sample_rate, speech=speech, dnsmos=dnsmos)
+    report = evaluate(to_numpy(wav[0]), to_numpy(decoded[0]), codec.sample_rate, speech=speech, dnsmos=dnsmos)
     size = len(buffer.getvalue())
     del audio_rate
     return RoundtripReport(str(source), codec.weights.name, codec.weights.sha256, bandwidth, num_codebooks, duration,

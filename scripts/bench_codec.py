@@ -9,7 +9,8 @@ Rows:
   streamed in chunks for long inputs). Codes are compared entry by entry (the streamed path may differ at rare float
   near-ties; they are counted) and ours decodes Meta's codes to within `--tolerance` of Meta's waveform.
 - `default`: the embedded default codec (`codec/weights/default.safetensors`) against the same Meta baseline (its
-  own chunked path is checked against one whole-signal pass).
+  own chunked path is checked against one whole-signal pass), then its torch-free runtime (`codec.runtime`, what
+  `codec compress` runs) against the torch model, interleaved, with the codes that differ counted (a line, no target).
 - peak memory (`VmHWM` of a fresh subprocess that encodes and decodes N seconds, see `peakmem.py`) for ours and
   Meta's.
 
@@ -203,6 +204,44 @@ def framecodec_whole_pass(model):
         finally:
             model.chunk_frames = saved
     return run
+
+
+def runtime_comparison(model, wav, repeats: int) -> str:
+    """The torch-free runtime (ONNX Runtime + numpy) against the torch model it was exported from: interleaved encode
+    and decode timings (medians), codes that differ, and the waveforms both decode from the torch model's codes."""
+    import tempfile
+
+    import numpy as np
+
+    from codec import pipeline
+    from codec.runtime.export import export_runtime
+    from codec.runtime.framecodec import RuntimeFrameCodec
+
+    with tempfile.TemporaryDirectory() as tmp:
+        runtime = RuntimeFrameCodec(export_runtime(model, Path(tmp) / "runtime"), model.weights)
+    runtime.chunk_frames = model.chunk_frames
+    array = wav.numpy()
+    times: dict[str, list[float]] = {"torch encode": [], "runtime encode": [], "torch decode": [],
+                                     "runtime decode": []}
+    for _ in range(repeats):
+        t, reference = timed(lambda: pipeline.encode(model, wav, 6.0))
+        times["torch encode"].append(t)
+        t, encoded = timed(lambda: pipeline.encode(runtime, array, 6.0))
+        times["runtime encode"].append(t)
+        t, torch_wav = timed(lambda: pipeline.decode(model, reference))  # noqa: B023 (called at once)
+        times["torch decode"].append(t)
+        t, runtime_wav = timed(lambda: pipeline.decode(runtime, reference))  # noqa: B023
+        times["runtime decode"].append(t)
+    m = {k: statistics.median(v) for k, v in times.items()}
+    seconds = wav.shape[-1] / 24_000
+    differ = int((reference.codes.numpy() != encoded.codes).sum())
+    gap = float(np.abs(torch_wav.numpy() - runtime_wav).max())
+    return (f"default codec on the torch-free runtime (ONNX Runtime + numpy, `--runtime auto`): encode "
+            f"{m['runtime encode']:.2f} s ({seconds / m['runtime encode']:.1f}x real time) vs torch "
+            f"{m['torch encode']:.2f} s = {m['torch encode'] / m['runtime encode']:.2f}x, decode "
+            f"{m['runtime decode']:.2f} s ({seconds / m['runtime decode']:.1f}x) vs {m['torch decode']:.2f} s = "
+            f"{m['torch decode'] / m['runtime decode']:.2f}x; {differ}/{reference.codes.numel()} codes differ from "
+            f"the torch model's (near-ties), same codes decode within {gap:.1e}")
 
 
 # ---- profile ---------------------------------------------------------------------------------------------------------
@@ -452,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         default = default_codec(args.smoke)
         label = f"default ({default.weights.name}) vs Meta 24 kHz"
         rows.append(bench_pair(label, meta, default, wav, args.repeats, False, framecodec_whole_pass(default)))
+        runtime_line = runtime_comparison(default, wav, args.repeats)
         print("  default done", flush=True)
     memory: dict[tuple[str, float], tuple[float, float]] = {}
     if "memory" not in skip:
@@ -474,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nopt-in time-major encoder (`model.encoder.time_major = True`; not the target, its codes differ): "
               f"encode {ours_t:.2f} s ({seconds / ours_t:.1f}x real time) vs Meta {meta_t:.2f} s = "
               f"**{meta_t / ours_t:.2f}x**, {differ}/{total} codes differ from Meta's (near-ties)")
+    if "default" not in skip:
+        print("\n" + runtime_line)
     if args.profile:
         print(f"\nprofile of {args.profile:.0f} s, {torch.get_num_threads()} threads:\n")
         shares_table, encode_shares = profile_shares(ours_from_meta(meta, args.smoke), test_signal(args.profile))

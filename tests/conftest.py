@@ -25,6 +25,14 @@ def tiny_frame_codec(seed: int = 0):
     return model.eval()
 
 
+@pytest.fixture(autouse=True)
+def codec_cache(tmp_path_factory, monkeypatch) -> Path:
+    """Runtime exports (`codec.runtime`) go to a folder of this test session, never to the user's cache."""
+    root = tmp_path_factory.getbasetemp() / "codec-cache"
+    monkeypatch.setenv("CODEC_CACHE", str(root))
+    return root
+
+
 @pytest.fixture
 def tiny_codec():
     return tiny_frame_codec()

@@ -5,6 +5,7 @@ numbers they print are meaningless at this size; what is checked is that every p
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -31,7 +32,19 @@ def test_bench_codec_smoke(capsys):
     assert "| encodec_24khz (random weights) | 2 s | encode |" in out
     assert "0/" in out and "codes differ" in out  # identical codes, counted
     assert "| default (" in out and "peak RSS" in out
+    assert re.search(r"torch-free runtime .* 0/1200 codes differ from the torch model's", out)  # 2 s, K = 8
     assert "smoke run: speed targets not enforced" in out
+
+
+def test_bench_startup_runs(capsys):
+    """Every case runs in a fresh process and gets a row; whether the targets are met depends on the machine."""
+    bench = _script("bench_startup")
+    status = bench.main(["--repeats", "1", "--skip", "gemma"])
+    out = capsys.readouterr().out
+    assert status in (0, 1), out
+    for case in ("import torch", "codec (onnxruntime)", "codec (torch)", "codec compress, 1 s clip (CLI)"):
+        assert f"| {case} |" in out
+    assert out.count("(no torch)") == 2
 
 
 def test_bench_lm_smoke(capsys):

@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..interface import Codec, CodesBuffer, EncodedAudio, WeightsInfo
+from ..interface import Codec, EncodedAudio, WeightsInfo
 from ..quantization import QuantizedResult, ResidualVectorQuantizer
+from .chunks import decode_in_chunks, encode_in_chunks
 
 
 @dataclass
@@ -242,9 +243,9 @@ class FrameCodec(nn.Module, Codec):
         return FrameCodecOutput(wav=self.stft.istft(spec)[:, None], spec=spec, quantized=quantized)
 
     # -- the Codec interface ---------------------------------------------------------------------------------------
-    # Long inputs run in chunks of `chunk_frames` frames with `context` frames of overlap on each side, so memory is
-    # bounded by the chunk, not the file. Every layer has a finite receptive field (see `receptive_frames`) and the
-    # STFT frames are local, so the kept frames equal a whole-signal pass up to float rounding.
+    # Long inputs run in chunks of `chunk_frames` frames with `context` frames of overlap on each side (`.chunks`), so
+    # memory is bounded by the chunk, not the file. Every layer has a finite receptive field (see `receptive_frames`)
+    # and the STFT frames are local, so the kept frames equal a whole-signal pass up to float rounding.
     chunk_frames: int = 1500  # 20 s at 75 Hz
 
     def _context(self) -> tuple[int, int]:
@@ -260,44 +261,17 @@ class FrameCodec(nn.Module, Codec):
     def encode_blocks(self, blocks: Iterable[torch.Tensor], bandwidth: float) -> EncodedAudio:
         """Encode a waveform that arrives in consecutive blocks `[B, 1, s_i]` (any sizes), holding at most one chunk
         plus its context and one block in memory. The codes equal `encode` of the concatenated blocks exactly: every
-        chunk sees the same samples (the same zero padding at the end) either way."""
+        chunk sees the same samples (the same zero padding at the end) either way (`chunks.encode_in_chunks`)."""
         num_codebooks = self.codebooks_for(bandwidth)
-        hop = self.config.hop_length
-        context = self._context()[0]
-        buffer: torch.Tensor | None = None  # samples from frame `offset` * hop on
-        offset = 0  # first frame the buffer holds
-        length = 0
-        start = 0  # next chunk to encode
-        codes = CodesBuffer()
-        empty = torch.zeros(1, 1, 0)
 
-        def encode_chunk(total: int) -> None:
-            nonlocal buffer, offset, start
-            stop = min(start + self.chunk_frames, total)
-            lo, hi = max(0, start - context), min(total, stop + context)
-            window = buffer[..., (lo - offset) * hop: (hi - offset) * hop]
-            latent = self.analyse(window)[..., start - lo: stop - lo]
-            codes.append(self.quantizer.encode(latent, num_codebooks))
-            start = stop
-            keep = max(0, start - context)  # the next chunk's first frame of context
-            buffer, offset = buffer[..., (keep - offset) * hop:], keep
+        def encode_window(window: torch.Tensor, first: int, last: int) -> torch.Tensor:
+            return self.quantizer.encode(self.analyse(window)[..., first:last], num_codebooks)
 
-        for block in blocks:
-            if block.shape[-1] == 0:
-                empty = block
-                continue
-            length += block.shape[-1]
-            buffer = block if buffer is None else torch.cat([buffer, block], dim=-1)
-            # a chunk is ready once its right context has arrived (frames beyond it may still come)
-            while (offset * hop + buffer.shape[-1]) // hop >= start + self.chunk_frames + context:
-                encode_chunk(total=start + self.chunk_frames + context)
-        if buffer is None:  # no samples at all
-            return EncodedAudio(codes=torch.zeros(empty.shape[0], num_codebooks, 0, dtype=torch.long), length=0)
-        buffer = F.pad(buffer, (0, (-length) % hop))
-        total = -(-length // hop)
-        while start < total:  # the end is known now: the chunks left
-            encode_chunk(total)
-        return EncodedAudio(codes=codes.result(), length=length)
+        codes, length, batch = encode_in_chunks(blocks, self.config.hop_length, self.chunk_frames,
+                                                self._context()[0], encode_window)
+        if codes is None:  # no samples at all
+            codes = torch.zeros(batch, num_codebooks, 0, dtype=torch.long)
+        return EncodedAudio(codes=codes, length=length)
 
     @torch.inference_mode()
     def decode(self, encoded: EncodedAudio) -> torch.Tensor:
@@ -308,21 +282,8 @@ class FrameCodec(nn.Module, Codec):
     @torch.inference_mode()
     def iter_decode(self, encoded: EncodedAudio) -> Iterator[torch.Tensor]:
         """The decoded waveform as consecutive pieces `[B, 1, s_i]` (one per chunk), trimmed to `encoded.length`."""
-        codes = encoded.codes
-        total = codes.shape[-1]
-        context = self._context()[1]
-        hop = self.config.hop_length
-        emitted = 0
-        limit = encoded.length
-        for start in range(0, total, self.chunk_frames):
-            stop = min(start + self.chunk_frames, total)
-            lo, hi = max(0, start - context), min(total, stop + context)
-            wav = self.synthesise(self.quantizer.decode(codes[..., lo:hi]))
-            piece = wav[..., (start - lo) * hop: (stop - lo) * hop]
-            if limit is not None:
-                piece = piece[..., : max(0, limit - emitted)]
-            emitted += piece.shape[-1]
-            yield piece
+        yield from decode_in_chunks(encoded.codes, self.config.hop_length, self.chunk_frames, self._context()[1],
+                                    encoded.length, lambda codes: self.synthesise(self.quantizer.decode(codes)))
 
     def codebook_vectors(self) -> torch.Tensor:
         """[K, 1024, D] codebook vectors (used to initialise LM embeddings)."""

@@ -7,7 +7,6 @@ can execute code.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -15,18 +14,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import WeightsError
-from ..interface import WeightsInfo
+from ..interface import WeightsInfo, file_sha256
 from .framecodec import FrameCodec, FrameCodecConfig, frame_codec
+from .weights_format import FORMAT, read_metadata
 
-FORMAT = "codectok-framecodec-1"
+__all__ = ["FORMAT", "export_frame_codec", "load_frame_codec", "load_frame_codec_weights", "read_metadata",
+           "sha256_of"]
 
 
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+sha256_of = file_sha256
 
 
 def export_frame_codec(model: FrameCodec, path: str | Path, dtype: torch.dtype = torch.float16,
@@ -43,16 +39,6 @@ def export_frame_codec(model: FrameCodec, path: str | Path, dtype: torch.dtype =
     save_file(tensors, str(tmp), metadata=metadata)
     tmp.replace(path)
     return sha256_of(path)
-
-
-def read_metadata(path: str | Path) -> dict:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return dict(f.metadata() or {})
-    except Exception as exc:
-        raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from None
 
 
 def load_frame_codec_weights(model: FrameCodec, path: str | Path, for_training: bool = False) -> None:

@@ -39,7 +39,8 @@ def test_frame_codec_block_path_equals_whole_path(tmp_path, monkeypatch, channel
     source = write_noise(tmp_path / "in.wav", 1.3, codec.sample_rate, channels)
     seen = []
     original = pipeline.stream_audio
-    monkeypatch.setattr(pipeline, "stream_audio", lambda *a: (seen.append(b.shape[-1]) or b for b in original(*a)))
+    monkeypatch.setattr(pipeline, "stream_audio",
+                        lambda *a, **k: (seen.append(b.shape[-1]) or b for b in original(*a, **k)))
     report = pipeline.compress(codec, source, tmp_path / "x.ecdc", 6.0)
     assert len(seen) == 27 and max(seen) == 1200  # the file was read in blocks
     encoded, reference = whole_path(codec, source, 6.0, tmp_path)
@@ -53,7 +54,7 @@ def test_frame_codec_block_path_equals_whole_path(tmp_path, monkeypatch, channel
 def test_resampled_input_takes_the_whole_path(tmp_path, monkeypatch):
     codec = tiny_frame_codec()
     source = write_noise(tmp_path / "in.wav", 0.5, 16000, 1)
-    monkeypatch.setattr(pipeline, "stream_audio", lambda *a: pytest.fail("a 16 kHz file cannot be read in blocks"))
+    monkeypatch.setattr(pipeline, "stream_audio", lambda *a, **k: pytest.fail("a 16 kHz file cannot be read in blocks"))
     pipeline.compress(codec, source, tmp_path / "x.ecdc", 6.0)
     encoded, _ = whole_path(codec, source, 6.0, tmp_path)
     with open(tmp_path / "x.ecdc", "rb") as f:

@@ -1,15 +1,17 @@
 """The same input, model and bandwidth give a byte-identical `.ecdc` across runs and thread counts.
 
-Each compression runs in a fresh process (`torch.set_num_threads(n)` then `codec compress`), for the tiny frame codec
-and a random-weight Meta 24 kHz model, on a speech clip short enough to be encoded at once and on one long enough
-(> 10 s) for the streaming path. Meta's encoder sums its oneDNN convolutions in a thread-dependent order, so
-`compress` runs it on one thread unless `--any-threads` is given; with that flag, a few codes at near-ties of the
-nearest-codebook search may differ between thread counts (measured 0.1-0.3 %), and only that is allowed.
+Each compression runs in a fresh process (`torch.set_num_threads(n)` and `OMP_NUM_THREADS=n`, then `codec
+compress`), for the tiny frame codec (which the CLI runs on ONNX Runtime, `codec.runtime`) and a random-weight Meta
+24 kHz model, on a speech clip short enough to be encoded at once and on one long enough (> 10 s) for the streaming
+path. Meta's encoder sums its oneDNN convolutions in a thread-dependent order, so `compress` runs it on one thread
+unless `--any-threads` is given; with that flag, a few codes at near-ties of the nearest-codebook search may differ
+between thread counts (measured 0.1-0.3 %), and only that is allowed.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "codec"))
 
 SCRIPT = """
-import sys, torch
+import sys, torch  # the frame codec's runtime (onnxruntime) takes its thread count from OMP_NUM_THREADS
 torch.set_num_threads(int(sys.argv[1]))
 from codec.__main__ import main
 sys.exit(main(["compress", *sys.argv[2:], "--force"]))
@@ -35,7 +37,8 @@ def compress_in_process(threads: int, source: Path, out: Path, model: Path, band
                         *flags: str) -> bytes:
     command = [sys.executable, "-c", SCRIPT, str(threads), str(source), str(out), "--model", str(model),
                "-b", str(bandwidth), *flags]
-    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": str(threads)}
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": str(threads),
+           "CODEC_CACHE": os.environ["CODEC_CACHE"]}  # the frame codec runs on ONNX Runtime, from this cache
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     return out.read_bytes()
