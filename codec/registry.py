@@ -58,9 +58,17 @@ def load_codec(name: str | None = None, runtime: str = "torch") -> Codec:
             from .models.weights import load_frame_codec
 
             return load_frame_codec(path, name=shown)
-        from .runtime import load_runtime_codec
+        try:
+            from .runtime import load_runtime_codec
 
-        return load_runtime_codec(path, name=shown)
+            return load_runtime_codec(path, name=shown)
+        except (ImportError, OSError):
+            if runtime == "onnxruntime":
+                raise
+            # auto: no onnxruntime here, or no writable cache for the export: the torch model does the same job
+            from .models.weights import load_frame_codec
+
+            return load_frame_codec(path, name=shown)
     if runtime == "onnxruntime":
         raise WeightsError(f"{name}: the onnxruntime runtime runs this project's frame codec only; use --runtime torch")
     from .loaders import load_encodec

@@ -119,6 +119,15 @@ def test_runtime_choice():
         load_codec("default", runtime="jax")
 
 
+def test_auto_falls_back_to_torch_without_a_writable_cache(tiny_weights, tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("CODEC_CACHE", str(blocker / "cache"))  # under a file: nothing can be created there
+    assert load_codec(str(tiny_weights), runtime="auto").runtime == "torch"
+    with pytest.raises(OSError):
+        load_codec(str(tiny_weights), runtime="onnxruntime")
+
+
 def test_files_are_shared_between_runtimes(tiny_weights, tmp_path):
     import soundfile as sf
 
