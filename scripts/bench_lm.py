@@ -166,8 +166,10 @@ def timed(fn):
 
 
 # ---- training step --------------------------------------------------------------------------------------------------
-def train_step_times(model, vocab, length: int, repeats: int) -> tuple[float, float, float, float]:
-    """Median seconds of forward + backward with the restricted head and with the full head; both loss values."""
+def train_step_times(model, vocab, length: int, repeats: int, profile: bool = False
+                     ) -> tuple[float, float, float, float, str]:
+    """Median seconds of forward + backward with the restricted head and with the full head, both loss values, and
+    (with `profile`) a table of the ops that take the most time in one more restricted step, with their GFLOP/s."""
     import torch
     import torch.nn.functional as F
 
@@ -215,13 +217,33 @@ def train_step_times(model, vocab, length: int, repeats: int) -> tuple[float, fl
             model.zero_grad(set_to_none=True)
             t, loss_f = timed(full)
             times_f.append(t)
+        table = profile_step(restricted, model) if profile else ""
     finally:
         model.zero_grad(set_to_none=True)
         for p in params:
             p.requires_grad_(False)
         model.eval()
     del F
-    return statistics.median(times_r), statistics.median(times_f), loss_r, loss_f
+    return statistics.median(times_r), statistics.median(times_f), loss_r, loss_f, table
+
+
+def profile_step(step, model, rows: int = 6) -> str:
+    """Markdown table of the ops with the most self CPU time in one call of `step` (torch.profiler, FLOPs counted for
+    matrix products), after zeroing the gradients as the timed steps do."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model.zero_grad(set_to_none=True)
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        step()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    lines = ["| op (one restricted training step) | calls | self s | share | GFLOP/s |", "|---|---|---|---|---|"]
+    for event in events[:rows]:
+        seconds = event.self_cpu_time_total / 1e6
+        rate = f"{event.flops / 1e9 / seconds:.1f}" if event.flops and seconds else ""
+        lines.append(f"| `{event.key}` | {event.count} | {seconds:.3f} | {event.self_cpu_time_total / total:.1%} | "
+                     f"{rate} |")
+    return "\n".join(lines)
 
 
 # ---- main -----------------------------------------------------------------------------------------------------------
@@ -234,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-tokens", type=int, default=None, help="sequence length of the training step "
                         "(default 256; smoke 32)")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: repo, batch, train")
+    parser.add_argument("--profile-train", action="store_true",
+                        help="also profile one restricted training step (ops, shares, GFLOP/s of the products)")
     parser.add_argument("--smoke", action="store_true", help="tiny random Gemma 3; targets not enforced")
     args = parser.parse_args(argv)
     tokens = args.tokens or (16 if args.smoke else 64)
@@ -318,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
                  f"above half the fp32 one)")
 
     if "train" not in skip:
-        t_restricted, t_full, loss_r, loss_f = train_step_times(model, vocab, train_tokens, args.repeats)
+        t_restricted, t_full, loss_r, loss_f, train_profile = train_step_times(model, vocab, train_tokens,
+                                                                               args.repeats, args.profile_train)
         n = train_tokens + 2
         speedup = t_full / t_restricted
         same_loss = abs(loss_r - loss_f) <= 1e-4 * max(1.0, abs(loss_f))
@@ -333,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
             missed.append(f"training loss differs: {loss_r} vs {loss_f}")
         if speedup < TRAIN_TARGET:
             missed.append(f"training step {speedup:.2f}x < {TRAIN_TARGET}x")
+        if train_profile:
+            lines += ["", train_profile]
     print()
     print("\n".join(lines))
     print()

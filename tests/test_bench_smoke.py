@@ -49,9 +49,11 @@ def test_bench_startup_runs(capsys):
 
 def test_bench_lm_smoke(capsys):
     bench = _script("bench_lm")
-    status = bench.main(["--smoke", "--repeats", "1", "--threads", "1", "--tokens", "16", "--train-tokens", "16"])
+    status = bench.main(["--smoke", "--repeats", "1", "--threads", "1", "--tokens", "16", "--train-tokens", "16",
+                         "--profile-train"])
     out = capsys.readouterr().out
     assert status == 0, out
+    assert "| `aten::mm` |" in out  # the training step's profile
     for label in ("baseline", "generate_codes", "FastDecoder", "restricted_forward", "GB/s"):
         assert label in out
     assert "| NO |" not in out  # every greedy output equals the baseline's
