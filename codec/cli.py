@@ -148,13 +148,20 @@ def run_roundtrip(args) -> int:
 
 
 def run_info(args) -> int:
+    from .interface import file_sha256
     from .loaders import KNOWN_MODELS, lookup_locations
     from .registry import DEFAULT_NAME, DEFAULT_WEIGHTS, resolve_name
+    from .runtime.export import runtime_dir
 
+    available = DEFAULT_WEIGHTS.is_file()
+    export = runtime_dir(DEFAULT_WEIGHTS, file_sha256(DEFAULT_WEIGHTS)) if available else None
     rows = [{
         "name": DEFAULT_NAME, "sample_rate": 24000, "channels": 1, "bandwidths": [1.5, 3, 6, 12, 24],
-        "weights": [str(DEFAULT_WEIGHTS)], "available": DEFAULT_WEIGHTS.is_file(),
+        "weights": [str(DEFAULT_WEIGHTS)], "available": available,
         "note": "this project's own codec, trained offline on freely licensed audio (see codec/weights/MODEL_CARD.md)",
+        "runtime": "onnxruntime (torch-free; --runtime torch for the torch model)",
+        "runtime_export": None if export is None else str(export),
+        "runtime_exported": bool(export and (export / "runtime.json").is_file()),
     }]
     for name, info in KNOWN_MODELS.items():
         places = lookup_locations(name)
@@ -163,7 +170,8 @@ def run_info(args) -> int:
         rows.append({"name": name, "sample_rate": info.sample_rate, "channels": info.channels,
                      "bandwidths": list(info.bandwidths), "weights": places,
                      "available": any(glob.glob(p) for p in places),
-                     "note": f"Meta's EnCodec; also loadable as {info.hf_id} (transformers format)"})
+                     "note": f"Meta's EnCodec; also loadable as {info.hf_id} (transformers format)",
+                     "runtime": "torch"})
     if args.json:
         print(json.dumps({"selected": resolve_name(None), "models": rows}, indent=1))
         return 0
@@ -174,6 +182,10 @@ def run_info(args) -> int:
               f"{'/'.join(f'{b:g}' for b in row['bandwidths'])} kbps [{state}]\n  {row['note']}")
         for place in row["weights"]:
             print(f"  looks in {place}")
+        print(f"  runs on {row['runtime']}")
+        if row.get("runtime_export"):
+            state = "exported" if row["runtime_exported"] else "exported on first use"
+            print(f"  runtime export {row['runtime_export']} ({state})")
     return 0
 
 

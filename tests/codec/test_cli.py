@@ -1,6 +1,7 @@
 """The `codec` command line: outputs, reports, and one clear line + exit 1 for every bad input."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -111,3 +112,6 @@ def test_info_lists_models_and_places(capsys):
     names = [m["name"] for m in info["models"]]
     assert names == ["default", "encodec_24khz", "encodec_48khz"]
     assert any("encodec_24khz-d7cc33bc.th" in p for p in info["models"][1]["weights"])
+    assert info["models"][0]["runtime"].startswith("onnxruntime") and info["models"][1]["runtime"] == "torch"
+    assert info["models"][0]["runtime_export"].startswith(os.environ["CODEC_CACHE"])  # conftest's per-session cache
+    assert isinstance(info["models"][0]["runtime_exported"], bool)
