@@ -23,6 +23,12 @@ from .export import RUNTIME_FORMAT, ensure_runtime
 LOG_MAGNITUDE_MAX = 6.0  # the clamp of `FrameCodec.synthesise_spec`
 
 
+def _omp_threads() -> int:
+    """The first number of `$OMP_NUM_THREADS` (OpenMP allows a list such as "2,1"), or 0 when unset or unreadable."""
+    first = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    return int(first) if first.isdigit() else 0
+
+
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())[:200] or type(error).__name__
 
@@ -67,7 +73,7 @@ class RuntimeFrameCodec(Codec):
         # ONNX Runtime's threads spin for a while after each run by default; numpy's BLAS runs right after (the VQ),
         # and on 2 cores the spinning threads took its cores (the VQ of 5 s of audio: 76 ms instead of 20 ms)
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        threads = threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+        threads = threads or _omp_threads()
         if threads > 0:
             options.intra_op_num_threads = threads
         cpu = ["CPUExecutionProvider"]

@@ -112,6 +112,14 @@ def test_a_damaged_export_is_made_again(tiny_weights, damage):
     np.testing.assert_array_equal(codec.encode(wav, 3.0).codes, expected)
 
 
+@pytest.mark.parametrize(("value", "threads"), [("1", 1), ("2,1", 2), ("", 0), ("auto", 0)])
+def test_thread_count_follows_omp_num_threads(monkeypatch, value, threads):
+    from codec.runtime.framecodec import _omp_threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    assert _omp_threads() == threads
+
+
 def test_runtime_choice():
     with pytest.raises(WeightsError, match="frame codec only"):
         load_codec("encodec_24khz", runtime="onnxruntime")
