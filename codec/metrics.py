@@ -7,6 +7,9 @@ after aligning the codec's delay, and returns a `QualityReport`.
 
 Intrusive metrics (need the reference): SI-SDR, multi-resolution STFT distance, log-mel distance, PESQ-wb, STOI.
 Non-intrusive (estimate only): DNSMOS. PESQ, STOI and DNSMOS are defined for speech only.
+
+Everything here is numpy (float64), so `codec roundtrip` on the torch-free runtime never imports torch; resampling is
+`codec.resample`, torchaudio's filter.
 """
 
 from __future__ import annotations
@@ -18,19 +21,19 @@ import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
-import torchaudio.functional as AF
+from numpy.lib.stride_tricks import sliding_window_view
+
+from .arrays import to_numpy
+from .resample import resample
 
 SI_SDR_EPS = 1e-8  # added to both energies (sums of squares): identical signals give 10 log10(sum r^2 / 1e-8)
 STFT_EPS = 1e-7  # floor of STFT magnitudes before the log
 MEL_FLOOR = 1e-5  # floor of mel magnitudes before log10
 
 
-def _mono(signal: np.ndarray | torch.Tensor) -> np.ndarray:
+def _mono(signal) -> np.ndarray:
     """`[S]`, `[C, S]` or `[1, C, S]` (numpy or torch) -> float64 numpy `[S]`, mixing channels by their mean."""
-    if isinstance(signal, torch.Tensor):
-        signal = signal.detach().cpu().to(torch.float64).numpy()
-    signal = np.asarray(signal, dtype=np.float64)
+    signal = np.asarray(to_numpy(signal), dtype=np.float64)
     if signal.ndim == 3 and signal.shape[0] == 1:
         signal = signal[0]
     if signal.ndim == 2:
@@ -47,9 +50,7 @@ def _pair(reference, estimate) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _resample(signal: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
-    if from_rate == to_rate:
-        return signal
-    return AF.resample(torch.from_numpy(signal), int(from_rate), int(to_rate)).numpy()
+    return resample(signal, int(from_rate), int(to_rate))
 
 
 def _scaled_fft_size(base: int, sample_rate: int) -> int:
@@ -74,12 +75,13 @@ def si_sdr(reference, estimate) -> float:
     return float(10 * np.log10((np.dot(target, target) + SI_SDR_EPS) / (np.dot(noise, noise) + SI_SDR_EPS)))
 
 
-def _stft_magnitude(signal: np.ndarray, n_fft: int) -> torch.Tensor:
-    """|STFT| `[F, N]`: Hann window of `n_fft`, hop `n_fft // 4`, centred frames with zero padding."""
-    return torch.stft(
-        torch.from_numpy(signal), n_fft=n_fft, hop_length=n_fft // 4,
-        window=torch.hann_window(n_fft, dtype=torch.float64), center=True, pad_mode="constant", return_complex=True,
-    ).abs()
+def _stft_magnitude(signal: np.ndarray, n_fft: int) -> np.ndarray:
+    """|STFT| `[F, N]`: periodic Hann window of `n_fft`, hop `n_fft // 4`, centred frames with zero padding (as
+    `torch.stft(..., center=True, pad_mode="constant")`)."""
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)
+    padded = np.pad(signal, n_fft // 2)
+    frames = sliding_window_view(padded, n_fft)[:: n_fft // 4] * window  # [N, n_fft]
+    return np.abs(np.fft.rfft(frames, axis=-1)).T
 
 
 def multi_resolution_stft_distance(reference, estimate, sample_rate: int) -> float:
@@ -94,19 +96,19 @@ def multi_resolution_stft_distance(reference, estimate, sample_rate: int) -> flo
     total = 0.0
     sizes = [_scaled_fft_size(base, sample_rate) for base in (512, 1024, 2048)]
     for n_fft in sizes:
-        ref_mag = _stft_magnitude(reference, n_fft).clamp_min(STFT_EPS)
-        est_mag = _stft_magnitude(estimate, n_fft).clamp_min(STFT_EPS)
-        convergence = torch.linalg.norm(ref_mag - est_mag) / torch.linalg.norm(ref_mag)
-        log_l1 = (ref_mag.log() - est_mag.log()).abs().mean()
+        ref_mag = np.maximum(_stft_magnitude(reference, n_fft), STFT_EPS)
+        est_mag = np.maximum(_stft_magnitude(estimate, n_fft), STFT_EPS)
+        convergence = np.linalg.norm(ref_mag - est_mag) / np.linalg.norm(ref_mag)
+        log_l1 = np.abs(np.log(ref_mag) - np.log(est_mag)).mean()
         total += float(convergence + log_l1)
     return total / len(sizes)
 
 
 @functools.lru_cache(maxsize=8)
-def _mel_filters(sample_rate: int, n_fft: int, n_mels: int) -> torch.Tensor:
+def _mel_filters(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
     import librosa
 
-    return torch.from_numpy(librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels).astype(np.float64))
+    return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels).astype(np.float64)
 
 
 def mel_distance(reference, estimate, sample_rate: int, n_mels: int = 80) -> float:
@@ -119,9 +121,9 @@ def mel_distance(reference, estimate, sample_rate: int, n_mels: int = 80) -> flo
     reference, estimate = _pair(reference, estimate)
     n_fft = _scaled_fft_size(1024, sample_rate)
     filters = _mel_filters(int(sample_rate), n_fft, n_mels)  # [M, F]
-    ref_mel = (filters @ _stft_magnitude(reference, n_fft)).clamp_min(MEL_FLOOR).log10()
-    est_mel = (filters @ _stft_magnitude(estimate, n_fft)).clamp_min(MEL_FLOOR).log10()
-    return float((ref_mel - est_mel).abs().mean())
+    ref_mel = np.log10(np.maximum(filters @ _stft_magnitude(reference, n_fft), MEL_FLOOR))
+    est_mel = np.log10(np.maximum(filters @ _stft_magnitude(estimate, n_fft), MEL_FLOOR))
+    return float(np.abs(ref_mel - est_mel).mean())
 
 
 def pesq_wb(reference, estimate, sample_rate: int) -> float | None:

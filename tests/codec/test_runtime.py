@@ -158,7 +158,8 @@ def test_files_are_shared_between_runtimes(tiny_weights, tmp_path):
 
 
 def test_cli_runs_without_torch(tiny_weights, tmp_path):
-    """`codec compress` / `decompress` of a frame codec never import torch once the export is cached."""
+    """`codec compress` / `decompress` / `roundtrip` (metrics included) of a frame codec never import torch once the
+    export is cached."""
     load_runtime_codec(tiny_weights)  # the export (which needs torch) happens here, in this process
     import soundfile as sf
 
@@ -170,6 +171,7 @@ def test_cli_runs_without_torch(tiny_weights, tmp_path):
         f"assert main(['compress', {str(source)!r}, {str(tmp_path / 'x.ecdc')!r}, '-m', {str(tiny_weights)!r}]) == 0\n"
         f"assert main(['decompress', {str(tmp_path / 'x.ecdc')!r}, {str(tmp_path / 'y.wav')!r}, "
         f"'-m', {str(tiny_weights)!r}]) == 0\n"
+        f"assert main(['roundtrip', {str(source)!r}, '-m', {str(tiny_weights)!r}, '--no-dnsmos']) == 0\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
