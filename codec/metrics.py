@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .arrays import to_numpy
+from .arrays import is_tensor, to_numpy
 from .resample import resample
 
 SI_SDR_EPS = 1e-8  # added to both energies (sums of squares): identical signals give 10 log10(sum r^2 / 1e-8)
@@ -33,6 +33,8 @@ MEL_FLOOR = 1e-5  # floor of mel magnitudes before log10
 
 def _mono(signal) -> np.ndarray:
     """`[S]`, `[C, S]` or `[1, C, S]` (numpy or torch) -> float64 numpy `[S]`, mixing channels by their mean."""
+    if is_tensor(signal):  # any dtype, bfloat16 included (numpy has none), on any device
+        signal = signal.detach().cpu().double()
     signal = np.asarray(to_numpy(signal), dtype=np.float64)
     if signal.ndim == 3 and signal.shape[0] == 1:
         signal = signal[0]

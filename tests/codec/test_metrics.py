@@ -71,6 +71,8 @@ def test_si_sdr_accepts_torch_and_channels(music: np.ndarray) -> None:
     value = metrics.si_sdr(music, noisy)
     as_torch = metrics.si_sdr(torch.from_numpy(music).float()[None], torch.from_numpy(noisy).float()[None, None])
     assert as_torch == pytest.approx(value, abs=1e-3)
+    as_bf16 = metrics.si_sdr(torch.from_numpy(music).bfloat16(), torch.from_numpy(noisy).bfloat16())
+    assert as_bf16 == pytest.approx(value, abs=0.5)  # bfloat16 keeps 8 bits of mantissa
     stereo = np.stack([noisy + 0.01, noisy - 0.01])  # mixes down to `noisy`
     assert metrics.si_sdr(music, stereo) == pytest.approx(value, abs=1e-9)
 
