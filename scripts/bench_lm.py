@@ -166,7 +166,7 @@ def timed(fn):
 
 
 # ---- training step --------------------------------------------------------------------------------------------------
-def train_step_times(model, vocab, length: int, repeats: int, profile: bool = False
+def train_step_times(model, vocab, length: int, repeats: int, profile: bool = False, batch: int = 1
                      ) -> tuple[float, float, float, float, str]:
     """Median seconds of forward + backward with the restricted head and with the full head, both loss values, and
     (with `profile`) a table of the ops that take the most time in one more restricted step, with their GFLOP/s."""
@@ -177,10 +177,11 @@ def train_step_times(model, vocab, length: int, repeats: int, profile: bool = Fa
 
     g = torch.Generator().manual_seed(1)
     frames = length // K
-    codes = torch.randint(0, vocab.cardinality, (1, K, frames), generator=g)
+    codes = torch.randint(0, vocab.cardinality, (batch, K, frames), generator=g)
     from audiolm.patterns import get_pattern
 
-    ids = torch.cat([torch.tensor([[2, vocab.start_id]]), get_pattern("flatten", K).codes_to_ids(codes, vocab)], 1)
+    prefix = torch.tensor([[2, vocab.start_id]]).expand(batch, -1)
+    ids = torch.cat([prefix, get_pattern("flatten", K).codes_to_ids(codes, vocab)], 1)
     labels = ids.clone()
     labels[:, :2] = -100
     # position l predicts token l + 1: rows of the token each position predicts (the first two positions: codebook 0)
@@ -201,7 +202,7 @@ def train_step_times(model, vocab, length: int, repeats: int, profile: bool = Fa
         return float(out.loss)
 
     def full():
-        logits = model(input_ids=ids).logits  # [1, L, V]: the full head
+        logits = model(input_ids=ids).logits  # [B, L, V]: the full head
         picked = torch.gather(logits, 2, rows[None].expand(logits.shape[0], -1, -1))
         loss = restricted_loss(picked, rows, labels)
         loss.backward()
@@ -255,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, default=8, help="streams of the batched run")
     parser.add_argument("--train-tokens", type=int, default=None, help="sequence length of the training step "
                         "(default 256; smoke 32)")
+    parser.add_argument("--train-batch", type=int, default=1, help="sequences per training step (the training "
+                        "recipe's default is 4 x 1024 tokens)")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: repo, batch, train")
     parser.add_argument("--profile-train", action="store_true",
                         help="also profile one restricted training step (ops, shares, GFLOP/s of the products)")
@@ -342,9 +345,9 @@ def main(argv: list[str] | None = None) -> int:
                  f"above half the fp32 one)")
 
     if "train" not in skip:
-        t_restricted, t_full, loss_r, loss_f, train_profile = train_step_times(model, vocab, train_tokens,
-                                                                               args.repeats, args.profile_train)
-        n = train_tokens + 2
+        t_restricted, t_full, loss_r, loss_f, train_profile = train_step_times(
+            model, vocab, train_tokens, args.repeats, args.profile_train, args.train_batch)
+        n = (train_tokens + 2) * args.train_batch
         speedup = t_full / t_restricted
         same_loss = abs(loss_r - loss_f) <= 1e-4 * max(1.0, abs(loss_f))
         lines += ["", ("| training step (forward + backward, body trains, tied embedding frozen) | tokens | tokens/s "
