@@ -255,14 +255,24 @@ def convert_audio(wav: torch.Tensor | np.ndarray, from_rate: int, to_rate: int, 
     never modified. Numpy input gives numpy output, resampled by `codec.resample` (the same filter, written for
     numpy so that the torch-free runtime resamples as the torch path does).
     """
-    if not is_tensor(wav):
-        return _convert_array(np.asarray(wav), from_rate, to_rate, to_channels)
-    if wav.dim() < 2:
+    tensor = is_tensor(wav)
+    wav = wav if tensor else np.asarray(wav)
+    if len(wav.shape) < 2:
         raise AudioError(f"expected a waveform [..., C, S], got shape {list(wav.shape)}")
     if from_rate <= 0 or to_rate <= 0:
         raise AudioError(f"sample rates must be positive, got {from_rate} -> {to_rate} Hz")
     if to_channels <= 0:
         raise AudioError(f"channel count must be positive, got {to_channels}")
+    channels = wav.shape[-2]
+    if channels != to_channels and to_channels != 1 and channels != 1:
+        raise AudioError(
+            f"cannot convert {channels} channels to {to_channels} without a channel layout; mix down to mono first"
+        )
+    return (_convert_tensor if tensor else _convert_array)(wav, int(from_rate), int(to_rate), to_channels)
+
+
+def _convert_tensor(wav: torch.Tensor, from_rate: int, to_rate: int, to_channels: int) -> torch.Tensor:
+    """`convert_audio`'s mixing and resampling for torch tensors (arguments checked)."""
     if not wav.is_floating_point():
         import torch
 
@@ -271,43 +281,29 @@ def convert_audio(wav: torch.Tensor | np.ndarray, from_rate: int, to_rate: int, 
     if channels != to_channels:
         if to_channels == 1:
             wav = wav.mean(dim=-2, keepdim=True)
-        elif channels == 1:
+        else:  # 1 -> N
             wav = wav.expand(*wav.shape[:-2], to_channels, wav.shape[-1])
-        else:
-            raise AudioError(
-                f"cannot convert {channels} channels to {to_channels} without a channel layout; mix down to mono first"
-            )
     if from_rate != to_rate:
         import torchaudio.functional as AF
 
-        wav = AF.resample(wav.contiguous(), int(from_rate), int(to_rate))
+        wav = AF.resample(wav.contiguous(), from_rate, to_rate)
     return wav.contiguous()
 
 
 def _convert_array(wav: np.ndarray, from_rate: int, to_rate: int, to_channels: int) -> np.ndarray:
-    """`convert_audio` for numpy arrays: the same checks, mixing and filter."""
+    """`convert_audio`'s mixing and resampling for numpy arrays (arguments checked): the same mix, the same filter."""
     from .resample import resample
 
-    if wav.ndim < 2:
-        raise AudioError(f"expected a waveform [..., C, S], got shape {list(wav.shape)}")
-    if from_rate <= 0 or to_rate <= 0:
-        raise AudioError(f"sample rates must be positive, got {from_rate} -> {to_rate} Hz")
-    if to_channels <= 0:
-        raise AudioError(f"channel count must be positive, got {to_channels}")
     if not np.issubdtype(wav.dtype, np.floating):
         wav = wav.astype(np.float32)
     channels = wav.shape[-2]
     if channels != to_channels:
         if to_channels == 1:
             wav = wav.mean(axis=-2, keepdims=True, dtype=wav.dtype)
-        elif channels == 1:
+        else:  # 1 -> N
             wav = np.broadcast_to(wav, (*wav.shape[:-2], to_channels, wav.shape[-1]))
-        else:
-            raise AudioError(
-                f"cannot convert {channels} channels to {to_channels} without a channel layout; mix down to mono first"
-            )
     if from_rate != to_rate:
-        wav = resample(wav, int(from_rate), int(to_rate))
+        wav = resample(wav, from_rate, to_rate)
     return np.ascontiguousarray(wav)
 
 

@@ -145,5 +145,5 @@ class CodesBuffer:
         """The codes appended so far, `[B, K, T]`, as a tensor of their own."""
         if self.buffer is None:
             raise ValueError("no codes were appended")
-        return self.buffer[..., : self.filled].copy() if isinstance(self.buffer, np.ndarray) \
-            else self.buffer[..., : self.filled].clone()
+        kept = self.buffer[..., : self.filled]
+        return kept.clone() if is_tensor(kept) else kept.copy()

@@ -54,21 +54,18 @@ def load_codec(name: str | None = None, runtime: str = "torch") -> Codec:
     frame = _frame_codec_weights(name)
     if frame is not None:
         path, shown = frame
-        if runtime == "torch":
-            from .models.weights import load_frame_codec
+        if runtime != "torch":
+            try:
+                from .runtime import load_runtime_codec
 
-            return load_frame_codec(path, name=shown)
-        try:
-            from .runtime import load_runtime_codec
+                return load_runtime_codec(path, name=shown)
+            except (ImportError, OSError):
+                if runtime == "onnxruntime":
+                    raise
+                # auto: no onnxruntime here, or no writable cache for the export: the torch model does the same job
+        from .models.weights import load_frame_codec
 
-            return load_runtime_codec(path, name=shown)
-        except (ImportError, OSError):
-            if runtime == "onnxruntime":
-                raise
-            # auto: no onnxruntime here, or no writable cache for the export: the torch model does the same job
-            from .models.weights import load_frame_codec
-
-            return load_frame_codec(path, name=shown)
+        return load_frame_codec(path, name=shown)
     if runtime == "onnxruntime":
         raise WeightsError(f"{name}: the onnxruntime runtime runs this project's frame codec only; use --runtime torch")
     from .loaders import load_encodec

@@ -31,6 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CODEC_TARGET_S = 2.0
 GEMMA_TARGET_S = 10.0
 TORCH_FREE = {"codec (onnxruntime)", "codec compress, 1 s clip (CLI)"}  # cases whose process never imports torch
+# appended to the measured runs (not the warm-up, which may export the runtime with torch): they fail, and the script
+# with them, if torch was imported after all
+CHECKS = {"codec (onnxruntime)": "\nimport sys\nassert 'torch' not in sys.modules, 'torch was imported'"}
 
 CASES = {
     "import torch": "import torch",
@@ -76,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         if name.startswith("gemma") and "gemma" in skip:
             continue
         timed_process(code)  # warm the page cache: every measured run reads files already in memory
-        results[name] = statistics.median(timed_process(code) for _ in range(args.repeats))
+        results[name] = statistics.median(timed_process(code + CHECKS.get(name, "")) for _ in range(args.repeats))
     if "cli" not in skip:
         import numpy as np
         import soundfile as sf

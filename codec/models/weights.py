@@ -18,11 +18,7 @@ from ..interface import WeightsInfo, file_sha256
 from .framecodec import FrameCodec, FrameCodecConfig, frame_codec
 from .weights_format import FORMAT, read_metadata
 
-__all__ = ["FORMAT", "export_frame_codec", "load_frame_codec", "load_frame_codec_weights", "read_metadata",
-           "sha256_of"]
-
-
-sha256_of = file_sha256
+__all__ = ["FORMAT", "export_frame_codec", "load_frame_codec", "load_frame_codec_weights", "read_metadata"]
 
 
 def export_frame_codec(model: FrameCodec, path: str | Path, dtype: torch.dtype = torch.float16,
@@ -38,7 +34,7 @@ def export_frame_codec(model: FrameCodec, path: str | Path, dtype: torch.dtype =
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
     tmp.replace(path)
-    return sha256_of(path)
+    return file_sha256(path)
 
 
 def load_frame_codec_weights(model: FrameCodec, path: str | Path, for_training: bool = False) -> None:
@@ -73,7 +69,7 @@ def load_frame_codec(path: str | Path, name: str | None = None) -> FrameCodec:
     if metadata.get("format") != FORMAT:
         raise WeightsError(f"{path}: not a {FORMAT} weights file (format={metadata.get('format')!r})")
     config = FrameCodecConfig.from_json(metadata["config"])
-    weights = WeightsInfo(name=name or path.stem, sha256=sha256_of(path), path=str(path))
+    weights = WeightsInfo(name=name or path.stem, sha256=file_sha256(path), path=str(path))
     model = frame_codec(config, weights=weights, kmeans_init=False)
     load_frame_codec_weights(model, path)
     model.eval()

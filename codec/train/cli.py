@@ -77,7 +77,8 @@ def run_train(args) -> int:
 
 def export_run(run: str | Path, out: str | Path) -> str:
     """Exports a run's generator: fp16 safetensors for the frame codec, float32 for EnCodec; returns the sha256."""
-    from ..models.weights import export_frame_codec, sha256_of
+    from ..interface import file_sha256
+    from ..models.weights import export_frame_codec
     from .checkpoint import load_verified
     from .trainer import build_model
 
@@ -91,7 +92,7 @@ def export_run(run: str | Path, out: str | Path) -> str:
     from .encodec_trainable import export_encodec
 
     export_encodec(model, out, info=info)
-    return sha256_of(out)
+    return file_sha256(out)
 
 
 def run_export(args) -> int:

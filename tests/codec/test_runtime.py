@@ -63,7 +63,7 @@ def test_runtime_agrees_with_the_torch_model(tiny_weights):
         np.testing.assert_allclose(decoded, expected, atol=1e-4)
 
 
-def test_runtime_chunks_like_the_torch_model(tiny_weights):
+def test_runtime_chunking_and_block_independence(tiny_weights):
     runtime = load_runtime_codec(tiny_weights)
     wav = clip(3.1)
     whole = runtime.encode(wav, 6.0)
