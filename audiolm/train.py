@@ -14,7 +14,8 @@ What is trained (`AudioLM`): the audio rows are a separate parameter `audio_embe
 `audio_base` on, used both as input embedding and, tied, as the restricted head), while the 262k text rows stay frozen:
 the restricted head never touches them, so they would only get gradient from the few text-prefix inputs, and freezing
 them saves 3 x 168M floats of optimizer state. `export` writes `audio_embed` back into the tied embedding matrix. With
-`--lora`, the body gets LoRA adapters (peft; merged at export); without, every body weight is trained.
+`--lora`, the body gets LoRA adapters (peft; merged at export); without, every body weight is trained. On the CPU the
+body's attention skips the blocks its mask removes (`audiolm.attention`; about a quarter of a step at 1024 tokens).
 
 `accelerate launch -m audiolm train ...` runs data-parallel on several GPUs (each process draws its own windows); bf16
 autocast on GPU. Checkpoints (`RUN/checkpoint/`: trainable weights as safetensors, optimizer state loaded with
@@ -33,6 +34,7 @@ import pickle
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -44,6 +46,7 @@ from torch import nn
 
 from codec.errors import CodecError
 
+from .attention import use_blocked_attention
 from .data import TokenDataset, load_tokens
 from .model import BridgeConfig, restricted_logits, save_bridge
 from .patterns import PAD, Pattern, get_pattern
@@ -325,6 +328,7 @@ class AudioLM(nn.Module):
         specials = vocab.num_code_tokens + torch.arange(S)
         rows = torch.stack([torch.cat([k * card + torch.arange(card), specials]) for k in range(num_codebooks)])
         self.register_buffer("rows", rows, persistent=False)  # [K, card + S] rows of `audio_embed` per codebook
+        use_blocked_attention(lm)  # attention skips what its mask removes on the CPU (`audiolm.attention`)
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """`[B, L]` ids -> `[B, L, H]` input embeddings (text rows frozen, audio rows from `audio_embed`)."""
@@ -350,7 +354,21 @@ class AudioLM(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, books: torch.Tensor,
                 cols: torch.Tensor) -> LMOutput:
-        hidden = self.hidden(input_ids, attention_mask)
+        return self.scores(self.hidden(input_ids, attention_mask), books, cols)
+
+    def scores(self, hidden: torch.Tensor, books: torch.Tensor, cols: torch.Tensor,
+               logits_of: Callable[[torch.Tensor, int], torch.Tensor] | None = None) -> LMOutput:
+        """Loss and statistics of hidden states `[B, L, H]` against `books` / `cols` `[B, L]`.
+
+        `logits_of(where, k)` gives the `[n, card + S]` logits of the positions `where` (`[B, L]` bool) over codebook
+        k's rows; the default is the restricted head (`codebook_logits`). `scripts/bench_lm.py` passes columns of
+        the full head's logits to time the same loss through all rows.
+        """
+        if logits_of is None:
+
+            def logits_of(where: torch.Tensor, k: int) -> torch.Tensor:
+                return self.codebook_logits(hidden[where][None], k)[0]
+
         K, card = self.num_codebooks, self.vocab.cardinality
         nll = hidden.new_zeros(K + 1, dtype=torch.float32)
         count = torch.zeros(K + 1, device=hidden.device)
@@ -360,7 +378,7 @@ class AudioLM(nn.Module):
             where = books == k
             if not bool(where.any()):
                 continue
-            logits = self.codebook_logits(hidden[where][None], k)[0].float()  # [n, card + S]
+            logits = logits_of(where, k).float()  # [n, card + S]
             target = cols[where]
             losses = F.cross_entropy(logits, target, reduction="none")
             total = total + losses.sum()
