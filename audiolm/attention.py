@@ -8,11 +8,12 @@ use 37.5 % of those pairs and its global (causal) layers half, and attention is 
 (`torch.nn.functional.scaled_dot_product_attention`) with only the key columns that its mask lets some row of it see
 (`key_spans`): every row attends to the same keys as before, so the result is the same up to float rounding
 (within 1e-5 in tests/audiolm/test_attention.py), and a sliding layer's forward + backward takes about 0.6x the time
-at 1024 tokens (`scripts/bench_lm.py` times the recipe's step with it).
+at 1024 tokens (`scripts/bench_lm.py` prints it and times the recipe's step with it). A layer with no mask (causal, no
+padding) already gets a kernel that skips the upper triangle (`is_causal`) and is left to it.
 
 `use_blocked_attention(model)` registers it with transformers as `"sdpa_blocked"` (with transformers' own boolean
-SDPA masks) and selects it on `model`. Off the CPU, for inputs shorter than two blocks, with dropout or with an additive
-(float) mask it is transformers' own `sdpa` unchanged.
+SDPA masks) and selects it on `model`. Off the CPU, for inputs shorter than two blocks, with dropout, without a mask or
+with an additive (float) mask it is transformers' own `sdpa` unchanged.
 """
 
 from __future__ import annotations
@@ -45,21 +46,19 @@ def blocked_attention_forward(module: Any, query: torch.Tensor, key: torch.Tenso
                               attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
                               is_causal: bool | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
     """transformers' attention-function signature: `query` `[B, H, Lq, D]`, `key`/`value` `[B, Hkv, Lk, D]`, a boolean
-    `attention_mask` `[B, 1, Lq, Lk]` or None (causal); returns the output `[B, Lq, H, D]` and no weights."""
+    `attention_mask` `[B, 1, Lq, Lk]`; returns the output `[B, Lq, H, D]` and no weights.
+
+    Without a mask (causal, no padding: transformers leaves it to the kernel's `is_causal`, which skips the blocks
+    above the diagonal itself) it is transformers' `sdpa`."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    lq, lk = query.shape[2], key.shape[2]
-    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    lq = query.shape[2]
     plain = (query.device.type != "cpu" or lq < 2 * BLOCK or dropout or kwargs.get("position_bias") is not None
              or kwargs.get("cache") is not None or kwargs.get("softcap") is not None
-             or (attention_mask is not None and attention_mask.dtype != torch.bool)
-             or (attention_mask is None and (not causal or lq != lk)))
+             or attention_mask is None or attention_mask.dtype != torch.bool)
     if plain:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
-    if attention_mask is None:  # causal, no padding: the mask transformers left to the kernel's `is_causal`
-        positions = torch.arange(lq, device=query.device)
-        attention_mask = (positions[None, :] <= positions[:, None])[None, None]
     heads, kv_heads = query.shape[1], key.shape[1]
     out = []
     for q0, q1, k0, k1 in key_spans(attention_mask, BLOCK):

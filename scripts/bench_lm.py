@@ -316,6 +316,44 @@ def _interleaved(module, restricted, full, repeats: int, profile: bool, tokens: 
     return StepTimes(statistics.median(times_r), statistics.median(times_f), loss_r, loss_f, tokens, table)
 
 
+def attention_times(model, length: int, repeats: int) -> str:
+    """A sliding layer's attention alone (forward + backward on random `[1, H, length, D]` inputs with its band mask),
+    transformers' `sdpa` vs `audiolm.attention`'s block-skipping version, interleaved: medians and the largest output
+    difference. (The global layers get no mask without padding and run transformers' `sdpa` either way.)"""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from audiolm.attention import blocked_attention_forward
+
+    config = model.config
+    if "sliding_attention" not in config.layer_types:
+        return ""
+    module = model.model.layers[config.layer_types.index("sliding_attention")].self_attn
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(1, config.num_attention_heads, length, config.head_dim, generator=g)
+    k, v = (torch.randn(1, config.num_key_value_heads, length, config.head_dim, generator=g) for _ in range(2))
+    pos = torch.arange(length)
+    mask = ((pos[None, :] <= pos[:, None]) & (pos[:, None] - pos[None, :] < config.sliding_window))[None, None]
+
+    def step(fn):
+        qq, kk, vv = (t.clone().requires_grad_(True) for t in (q, k, v))
+        out, _ = fn(module, qq, kk, vv, mask, scaling=module.scaling)
+        out.sum().backward()
+        return out.detach()
+
+    times = {sdpa_attention_forward: [], blocked_attention_forward: []}
+    outs = {}
+    for _ in range(repeats):
+        for fn, ts in times.items():
+            t, outs[fn] = timed(lambda fn=fn: step(fn))
+            ts.append(t)
+    base, ours = (statistics.median(ts) for ts in times.values())
+    diff = float((outs[sdpa_attention_forward] - outs[blocked_attention_forward]).abs().max())
+    return (f"attention alone, one sliding layer ({config.sliding_window}-token window), forward + backward at "
+            f"{length} tokens, interleaved x {repeats}: transformers' sdpa {base * 1e3:.0f} ms, block-skipping "
+            f"{ours * 1e3:.0f} ms ({ours / base:.2f}x the time), outputs within {diff:.1e}")
+
+
 def profile_step(step, model, rows: int = 6) -> str:
     """Markdown table of the ops with the most self CPU time in one call of `step` (torch.profiler, FLOPs counted for
     matrix products), after zeroing the gradients as the timed steps do."""
@@ -461,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
                 missed.append(f"training step {speedup:.2f}x < {TRAIN_TARGET}x")
             if st.profile:
                 profiles.append(st.profile)
+        lines += ["", attention_times(model, train_tokens, max(3, args.repeats))]
         lines += [""] + profiles if profiles else []
     print()
     print("\n".join(lines))

@@ -54,8 +54,10 @@ def test_bench_lm_smoke(capsys):
     out = capsys.readouterr().out
     assert status == 0, out
     assert "| `aten::mm` |" in out  # the training step's profile
-    for label in ("baseline", "generate_codes", "FastDecoder", "restricted_forward", "GB/s"):
+    for label in ("baseline", "generate_codes", "FastDecoder", "restricted_forward", "GB/s", "the recipe's step",
+                  "attention alone"):
         assert label in out
+    assert "loss differs" not in out  # both heads give the same loss in both training steps
     assert "| NO |" not in out  # every greedy output equals the baseline's
 
 
