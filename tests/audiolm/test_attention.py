@@ -99,3 +99,29 @@ def test_the_recipe_trains_with_it_and_saves_plain_checkpoints(tmp_path):
     assert model.config._attn_implementation == NAME
     model.save_pretrained(tmp_path)
     assert NAME not in (tmp_path / "config.json").read_text()
+
+
+def test_a_recipe_step_on_padded_windows_matches_sdpa(spans):
+    from audiolm.model import extend_model
+    from audiolm.patterns import get_pattern
+    from audiolm.train import audio_stream, collate, make_window
+
+    vocab = AudioVocab(audio_base=256, num_codebooks=2)
+    g = torch.Generator().manual_seed(2)
+    pattern = get_pattern("flatten", 2)
+    windows = [make_window([2], audio_stream(torch.randint(0, 1024, (2, t), generator=g), pattern, vocab), 0, 60,
+                           vocab) for t in (40, 17)]  # 62 and 37 tokens: the second is padded
+    batch = collate(windows)
+    results = []
+    for blocked in (False, True):
+        model = gemma()
+        extend_model(model, vocab)
+        lm = AudioLM(model, vocab, 2)
+        if not blocked:
+            model.set_attn_implementation("sdpa")
+        out = lm(batch.input_ids, batch.attention_mask, batch.books, batch.cols)
+        out.loss.backward()
+        results.append((out.loss.detach(), lm.audio_embed.grad, model.model.layers[0].self_attn.q_proj.weight.grad))
+    assert len(spans) == 2  # the blocked step ran both layers in blocks (the padding gives the global layer a mask)
+    for want, got in zip(*results, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
