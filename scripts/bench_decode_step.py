@@ -5,8 +5,9 @@
 1. Layouts: the four products of each of Gemma 3 270M's 18 layers (q/k/v, o, gate/up, down; random fp32 weights, one
    distinct set per layer so that a step streams ~0.4 GB from memory as the real one does), timed per step
    (interleaved) for `F.linear(x, W)`, `x @ W^T` with `W^T` stored `[in, out]`, `(W @ x^T)^T` with `W` as stored
-   `[out, in]`, and oneDNN's linear on `W` prepacked for the batch size, at each batch size. The choice in
-   `audiolm.fastgen._Projection` rests on this table.
+   `[out, in]`, and oneDNN's linear on `W` prepacked for the batch size, at each batch size; and `x @ W^T` once more
+   with all those `[in, out]` copies in one buffer of transparent huge pages, as `FastDecoder` keeps its weights
+   (`audiolm.fastgen._into_one_buffer`). The choices in `audiolm.fastgen._Projection` rest on this table.
 2. The real step: the embedded Gemma 3 270M (or a tiny random one with `--smoke`) extended with audio rows, a
    `FastDecoder` step timed (median of 20), then one step under `torch.profiler`: its time in matrix products and the
    number of tensor operations it dispatches.
@@ -24,6 +25,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -38,7 +40,7 @@ def layout_times(batch: int, shapes: list[tuple[int, int]], layers: int, repeats
     import torch
     import torch.nn.functional as F
 
-    from audiolm.fastgen import _packed_products_available
+    from audiolm.fastgen import _into_one_buffer, _packed_products_available
 
     weights = [[torch.randn(o, i) for o, i in shapes] for _ in range(layers)]
     inputs = {i: torch.randn(batch, i) for _, i in shapes}
@@ -52,6 +54,12 @@ def layout_times(batch: int, shapes: list[tuple[int, int]], layers: int, repeats
             lambda w: torch.ops.mkldnn._reorder_linear_weight(w, batch),
             lambda x, p: torch.ops.mkldnn._linear_pointwise(x, p, None, "none", [], ""))
     stored = {name: [[prepare(w) for w in ws] for ws in weights] for name, (prepare, _) in layouts.items()}
+    # what FastDecoder does at B = 1: the `[in, out]` copies moved into one huge-page buffer in the order a step reads
+    holders = [SimpleNamespace(weight=w.t().contiguous()) for ws in weights for w in ws]
+    _into_one_buffer(holders)
+    name = "x @ W^T, as above, all in one huge-page buffer (fastgen)"
+    layouts[name] = (None, layouts["x @ W^T, W^T stored [in, out]"][1])
+    stored[name] = [[h.weight for h in holders[k * len(shapes) : (k + 1) * len(shapes)]] for k in range(layers)]
     times: dict[str, list[float]] = {name: [] for name in layouts}
     with torch.inference_mode():
         for _ in range(repeats + 1):  # layouts interleaved, the first round is a warm-up

@@ -270,3 +270,26 @@ def test_fast_projection_layouts_compute_the_linear_map(batch):
     for rows in {batch, 3}:
         x = torch.randn(rows, 40, generator=g)
         torch.testing.assert_close(projection(x), torch.nn.functional.linear(x, weight), rtol=1e-5, atol=1e-5)
+
+
+def test_one_stream_weights_live_in_one_aligned_buffer_in_step_order(untrained):
+    """At B = 1 the layers' product weights are moved (same values) into one buffer, 4 kB-aligned pieces in the order
+    a step reads them; the buffer is 2 MB-aligned (huge pages) on a CPU."""
+    import sys
+
+    from audiolm.fastgen import HUGE_PAGE, FastDecoder, _huge_page_buffer
+
+    decoder = FastDecoder(untrained, max_len=8, batch=1)
+    weights = [p.weight for layer in decoder.layers for p in (layer.qkv, layer.o, layer.gate_up, layer.down)]
+    storages = {w.untyped_storage().data_ptr() for w in weights}
+    assert len(storages) == 1
+    pointers = [w.data_ptr() for w in weights]
+    assert pointers == sorted(pointers) and all(p % 4096 == 0 for p in pointers)
+    down = untrained.model.layers[1].mlp.down_proj.weight
+    assert torch.equal(decoder.layers[1].down.weight, down.t())  # the `[in, out]` copy, values unchanged
+    buffer = _huge_page_buffer(3 * HUGE_PAGE + 5, torch.device("cpu"))
+    assert buffer.shape == (3 * HUGE_PAGE + 5,) and buffer.dtype == torch.uint8
+    if sys.platform == "linux":
+        assert buffer.data_ptr() % HUGE_PAGE == 0
+    buffer.fill_(7)  # writable
+    assert int(buffer[-1]) == 7
