@@ -7,7 +7,7 @@ use 37.5 % of those pairs and its global (causal) layers half, and attention is 
 `blocked_attention_forward` cuts the queries into blocks of `BLOCK` rows and hands each block to the same kernel
 (`torch.nn.functional.scaled_dot_product_attention`) with only the key columns that its mask lets some row of it see
 (`key_spans`): every row attends to the same keys as before, so the result is the same up to float rounding
-(within 1e-5 in tests/audiolm/test_attention.py), and a sliding layer's forward + backward takes about 0.6x the time
+(within 1e-5 in tests/audiolm/test_attention.py), and a sliding layer's forward + backward takes 0.6-0.85x the time
 at 1024 tokens (`scripts/bench_lm.py` prints it and times the recipe's step with it). A layer with no mask (causal, no
 padding) already gets a kernel that skips the upper triangle (`is_causal`) and is left to it.
 
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 NAME = "sdpa_blocked"
-BLOCK = 256  # query rows per kernel call; 128-256 were equally fast at 1024 tokens on the 2-core CPU
+BLOCK = 256  # query rows per kernel call
 
 
 def key_spans(mask: torch.Tensor, block: int) -> list[tuple[int, int, int, int]]:

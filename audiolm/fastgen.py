@@ -14,7 +14,7 @@ into q's norm), so its values equal transformers' up to float rounding, and drop
   position, attention of the one new query over the cached keys (sliding layers over the last `sliding_window`);
 - logits are computed only over the rows the step may emit (`rows[k]`, one codebook's 1024 ids plus specials), from
   head matrices gathered once, so a step reads the body once plus ~2.6 MB of head instead of ~0.75 GB;
-- the fused and re-laid-out weights are prepared once per model and batch size (0.1-0.6 s and about 0.4 GB for
+- the fused and re-laid-out weights are prepared once per model and batch size (0.2-1.6 s and about 0.4 GB for
   Gemma 3 270M; `scripts/bench_lm.py` prints the time), at one stream in one buffer of transparent huge pages in
   the order a step reads them, and reused by later decoders while the model's weights are unchanged.
 

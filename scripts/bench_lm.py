@@ -169,11 +169,12 @@ def timed(fn):
 
 
 # ---- training step --------------------------------------------------------------------------------------------------
-def set_attention(model, name: str) -> None:
-    from audiolm.attention import register
+def set_attention(model, plain: bool) -> None:
+    """The body's attention: transformers' `sdpa` (`plain`) or `audiolm.attention`'s block-skipping one."""
+    from audiolm.attention import NAME, register
 
     register()
-    model.set_attn_implementation(name)
+    model.set_attn_implementation("sdpa" if plain else NAME)
 
 
 @dataclass
@@ -190,16 +191,16 @@ class StepTimes:
 
 
 def head_step_times(model, vocab, length: int, repeats: int, profile: bool = False, batch: int = 1,
-                    attention: str = "sdpa_blocked") -> StepTimes:
+                    plain_attention: bool = False) -> StepTimes:
     """The head alone: forward + backward of `batch` sequences of at most `length` tokens with the body training and
     the whole (tied) embedding matrix frozen, through `restricted_forward` (per-position codebook rows) and through
     the full head restricted the same way after the product (same loss). Neither side forms a weight gradient of the
-    head, so the difference is the head's forward product and its input gradient alone. `attention`: the body's
-    attention implementation (`audiolm.attention`'s block-skipping one, as the recipe runs it, or transformers' `sdpa`).
+    head, so the difference is the head's forward product and its input gradient alone. The body's attention is
+    `audiolm.attention`'s block-skipping one, as the recipe runs it, or transformers' `sdpa` with `plain_attention`.
     """
     import torch
 
-    set_attention(model, attention)
+    set_attention(model, plain_attention)
 
     from audiolm.model import codebook_rows, restricted_forward, restricted_loss
 
@@ -244,7 +245,7 @@ def head_step_times(model, vocab, length: int, repeats: int, profile: bool = Fal
 
 
 def recipe_step_times(model, vocab, length: int, repeats: int, profile: bool = False, batch: int = 1,
-                      attention: str = "sdpa_blocked") -> StepTimes:
+                      plain_attention: bool = False) -> StepTimes:
     """The training recipe's own step (`audiolm.train.AudioLM`: the body and the audio rows train, the text rows are
     frozen) on `batch` windows of `length` tokens, through the restricted head and through the full tied head.
 
@@ -269,7 +270,7 @@ def recipe_step_times(model, vocab, length: int, repeats: int, profile: bool = F
     b = collate(windows)
     embedding = model.get_input_embeddings().weight
     lm = AudioLM(model, vocab, K)  # freezes the embedding matrix, adds the trainable `audio_embed`
-    set_attention(model, attention)  # AudioLM selects the block-skipping attention; `--plain-attention` undoes it
+    set_attention(model, plain_attention)  # AudioLM selects the block-skipping attention; `--plain-attention` undoes it
     body = [p for p in model.parameters() if p is not embedding]
     for p in body:
         p.requires_grad_(True)
@@ -482,12 +483,12 @@ def main(argv: list[str] | None = None) -> int:
         attention = "transformers' sdpa" if args.plain_attention else "block-skipping sdpa"
         lines += ["", f"| training step, forward + backward, {args.train_batch} x {train_tokens} tokens, {attention} "
                   "| what trains "
-                  "| full head (295k rows) tokens/s | restricted tokens/s | restricted vs full | loss (both) |",
+                  f"| full head ({full_rows} rows) tokens/s | restricted tokens/s | restricted vs full | loss (both) |",
                   "|---|---|---|---|---|---|"]
         profiles = []
         for label, step_times, target in cases:
             st = step_times(model, vocab, train_tokens, args.repeats, args.profile_train and target, args.train_batch,
-                            "sdpa" if args.plain_attention else "sdpa_blocked")
+                            args.plain_attention)
             speedup = st.full / st.restricted
             same_loss = abs(st.loss_restricted - st.loss_full) <= 1e-4 * max(1.0, abs(st.loss_full))
             loss = f"{st.loss_full:.6f}" if same_loss else f"{st.loss_full:.6f} vs {st.loss_restricted:.6f}"
